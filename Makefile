@@ -1,0 +1,40 @@
+# metafs: `make demo` (the main job) and `make test`. Both install what they need.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config etcd-server runc busybox-static curl sqlite3
+DEMO_PORT ?= 8500
+DEMO_DIR ?= /tmp/metafs-demo
+
+.PHONY: demo test lint deps apt venv clean
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages: $$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+deps: apt venv
+
+demo: deps
+	@bash contrib/demo.sh "$(VENV)" "$(DEMO_PORT)" "$(DEMO_DIR)"
+
+lint: venv
+	$(VENV)/bin/ruff check metafs tests
+	$(VENV)/bin/ruff format --check metafs tests
+	$(VENV)/bin/mypy
+
+test: deps lint
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make demo`: start a server on the embedded store, load the example, look around, stop.
+set -euo pipefail
+VENV=${1:-.venv}; PORT=${2:-8500}; DIR=${3:-/tmp/metafs-demo}
+METAFS="$VENV/bin/metafs"
+rm -rf "$DIR"; mkdir -p "$DIR"
+export METADATA_CONNECTION_URL="http://127.0.0.1:$PORT/v1/kv/"
+export DEPLOYMENT_UNIT_ID="5/test1/s4/f58ce48e-a4d5-4c1b-905f-ee3b15ccf115"
+
+"$METAFS" serve --listen "127.0.0.1:$PORT" --store "sqlite://$DIR/metafs.db" --log-level warning &
+SERVER=$!
+cleanup() { kill -TERM "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null; echo "== server stopped"; }
+trap cleanup EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null || { echo "server did not start" >&2; exit 1; }
+
+run() { echo; echo "\$ $*"; "$@"; }
+echo "== metafs serve on 127.0.0.1:$PORT, store sqlite://$DIR/metafs.db"
+run "$METAFS" load contrib/examples/cluster.yaml
+run "$METAFS" ls 5/test1/s4/
+run "$METAFS" get self/cardinal_value
+run "$METAFS" get self/hostname
+run "$METAFS" ls service/all_hosts/
+echo; echo "\$ for u in \$(metafs ls service/all_hosts/); do ... done   # a ZooKeeper ensemble"
+for u in $("$METAFS" ls service/all_hosts/); do
+  echo "server.$("$METAFS" get "service/all_hosts/${u}cardinal_value")=$("$METAFS" get "service/all_hosts/${u}hostname"):2888:3888"
+done
+run curl -s -H 'Metadata-Flavor: metafs' "http://127.0.0.1:$PORT/v1/kv/5/test1/s4/f58ce48e-a4d5-4c1b-905f-ee3b15ccf115/all_hosts"
+run curl -s -H 'Metadata-Flavor: metafs' -H 'Accept: application/json' "http://127.0.0.1:$PORT/v1/view/f58ce48e-a4d5-4c1b-905f-ee3b15ccf115/self/host"
+echo
+echo; echo "\$ metafs wait self/hostname &   # then: metafs put 5/test1/s4/f58ce48e-.../hostname zk-one"
+"$METAFS" wait self/hostname --timeout 10 | sed 's/^/  wait saw: /' &
+WAITER=$!
+sleep 0.5
+"$METAFS" put "$DEPLOYMENT_UNIT_ID/hostname" zk-one >/dev/null
+wait "$WAITER"
+run "$METAFS" get revision

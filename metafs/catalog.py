@@ -1,0 +1,613 @@
+"""The metadata catalog: the model's records laid out in a store, read as trees, written
+atomically.
+
+Each account, stack, service, unit and host is one record (JSON) under its own key::
+
+    a/<account>/                           account (labels)
+    t/<account>/<stack>/                   stack (labels)
+    s/<account>/<stack>/<service>/         service (service_domain, scale, labels, metadata)
+    u/<account>/<stack>/<service>/<unit>/  deployment unit
+    h/<host>/                              host
+    i/<unit>/                              index: unit id -> "<account>/<stack>/<service>"
+
+A record remembers, for each of its leaves, the revision and time at which that value
+last changed, so a file's ``st_mtime`` is when *its* value changed, not its neighbour's.
+Every write reads what it replaces in a snapshot and commits under guards on the
+``mod_revision`` of each key read (optimistic concurrency, the way etcd transactions
+work), retrying on conflict.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import yaml
+
+from . import model
+from .store import Conflict, Delete, Guard, Item, Op, Put, Snapshot, Store
+from .tree import Dir, Leaf, Node, build, descend
+
+_SEP = "\x1f"  # joins leaf paths inside a record; control characters are never in keys
+_MAX_RETRIES = 20
+
+# -- errors ---------------------------------------------------------------------------
+
+
+class CatalogError(Exception):
+    """A request the catalog refuses; ``status`` is the HTTP status to answer with."""
+
+    status = 400
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
+
+
+class BadRequest(CatalogError):
+    status = 400
+
+
+class NotFound(CatalogError):
+    status = 404
+
+
+class Exists(CatalogError):
+    status = 409
+
+
+# -- keys and records -------------------------------------------------------------------
+
+KIND_PREFIX = {"account": "a", "stack": "t", "service": "s", "unit": "u"}
+KIND_MODEL: dict[str, type[model._Record]] = {
+    "account": model.Account,
+    "stack": model.Stack,
+    "service": model.Service,
+    "unit": model.Unit,
+    "host": model.Host,
+}
+LEVELS = ["account", "stack", "service", "unit"]
+COLLECTIONS = ["accounts", "stacks", "services", "units"]
+
+
+def record_key(kind: str, ids: tuple[str, ...]) -> str:
+    return ("h" if kind == "host" else KIND_PREFIX[kind]) + "/" + "".join(i + "/" for i in ids)
+
+
+def index_key(unit_id: str) -> str:
+    return f"i/{unit_id}/"
+
+
+def key_ids(key: str) -> list[str]:
+    """The ids in a record key: ``u/5/t/s/x/`` -> ``['5', 't', 's', 'x']``."""
+    return key.split("/")[1:-1]
+
+
+def doc_path(kind: str, ids: tuple[str, ...]) -> str:
+    """The dotted document path of a record, as validation errors name it."""
+    if kind == "host":
+        return f"hosts.{ids[0]}"
+    return ".".join(f"{c}.{i}" for c, i in zip(COLLECTIONS, ids))
+
+
+def iso(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _leaves(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every leaf of a record's data, as :func:`tree.build` splits it (empty maps count)."""
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        for i, v in enumerate(value):
+            yield from _leaves(v, (*path, str(i)))
+    else:
+        yield path, value
+
+
+@dataclass(slots=True)
+class Record:
+    """A stored record: its data, and when each leaf and the record itself changed."""
+
+    data: dict[str, Any]
+    leaves: dict[str, list[float]]  # leaf path -> [rev (0: the record's mod_rev), time]
+    created: float
+    item: Item
+
+    @classmethod
+    def load(cls, item: Item) -> Record:
+        raw = json.loads(item.value)
+        return cls(raw["d"], raw["l"], raw["c"], item)
+
+    @property
+    def rev(self) -> int:
+        return self.item.mod_rev
+
+    def stamp(self, path: tuple[str, ...]) -> tuple[int, float]:
+        """Revision and time at which the leaf at ``path`` last changed."""
+        rev, t = self.leaves.get(_SEP.join(path), (0, self.item.mod_time))
+        return int(rev) or self.item.mod_rev, t
+
+    @property
+    def born(self) -> tuple[int, float]:
+        return self.item.create_rev, self.created
+
+    def tree(self, exclude: tuple[str, ...] = ()) -> Dir:
+        d = Dir()
+        for k, v in self.data.items():
+            if k not in exclude:
+                d.add(k, build(v, self.stamp, (k,)))
+        return d
+
+
+def encode_record(data: dict[str, Any], old: Record | None, now: float) -> str:
+    """A record's stored JSON; leaves whose value did not change keep their old stamp."""
+    old_values = dict(_leaves(old.data)) if old else {}
+    leaves: dict[str, list[float]] = {}
+    for path, value in _leaves(data):
+        key = _SEP.join(path)
+        if old is not None and path in old_values and old_values[path] == value:
+            leaves[key] = list(old.stamp(path))
+        else:
+            leaves[key] = [0, now]
+    created = old.created if old else now
+    return json.dumps({"d": data, "l": leaves, "c": created}, separators=(",", ":"), sort_keys=True)
+
+
+def _dump(obj: model._Record, kind: str) -> dict[str, Any]:
+    """A validated record's own data, without its children (stored as records of their own)."""
+    exclude = {c for c in COLLECTIONS if c in type(obj).model_fields}
+    return obj.model_dump(exclude=exclude, exclude_none=True, mode="json")
+
+
+def _records(kind: str, ids: tuple[str, ...], obj: model._Record) -> Iterator[tuple[str, tuple[str, ...], dict[str, Any]]]:
+    """``(kind, ids, data)`` for a record and every record below it."""
+    yield kind, ids, _dump(obj, kind)
+    if kind in LEVELS and kind != "unit":
+        child_kind = LEVELS[LEVELS.index(kind) + 1]
+        children: dict[str, model._Record] = getattr(obj, COLLECTIONS[LEVELS.index(kind) + 1])
+        for name, child in children.items():
+            yield from _records(child_kind, (*ids, name), child)
+
+
+# -- paths ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a document-API path names: a record (``kind``, ``ids``) and a field in it."""
+
+    kind: str  # "root", "accounts", "hosts", "account", "stack", "service", "unit", "host"
+    ids: tuple[str, ...]
+    field: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return record_key(self.kind, self.ids)
+
+    @property
+    def where(self) -> str:
+        return doc_path(self.kind, self.ids)
+
+
+def parse_doc_path(segs: list[str]) -> Target:
+    """Map ``accounts/5/stacks/t/services/s/units/u/hostname`` (or ``hosts/h/...``)."""
+    if not segs:
+        return Target("root", (), ())
+    if segs[0] == "hosts":
+        if len(segs) == 1:
+            return Target("hosts", (), ())
+        return Target("host", (segs[1],), tuple(segs[2:]))
+    if segs[0] != "accounts":
+        raise NotFound(f"no such path: /v1/{segs[0]} (expected accounts/ or hosts/)")
+    if len(segs) == 1:
+        return Target("accounts", (), ())
+    ids = [segs[1]]
+    i = 2
+    while len(ids) < 4 and i + 1 < len(segs) and segs[i] == COLLECTIONS[len(ids)]:
+        ids.append(segs[i + 1])
+        i += 2
+    return Target(LEVELS[len(ids) - 1], tuple(ids), tuple(segs[i:]))
+
+
+def seed_to_target(segs: list[str]) -> Target:
+    """The seed's layout ``<account>/<stack>/<service>/<unit>/<field...>`` as a target."""
+    n = min(len(segs), 4)
+    if n == 0:
+        raise BadRequest("a write needs at least an account: /v1/kv/<account>/...")
+    return Target(LEVELS[n - 1], tuple(segs[:n]), tuple(segs[4:]))
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+class _Records:
+    """Records read in one snapshot, grouped for building trees."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, Record] = {}
+
+    async def range(self, snap: Snapshot, prefix: str) -> list[Record]:
+        out = []
+        for item in await snap.range(prefix):
+            rec = self.by_key.get(item.key) or Record.load(item)
+            self.by_key[item.key] = rec
+            out.append(rec)
+        return out
+
+    def get(self, key: str) -> Record | None:
+        return self.by_key.get(key)
+
+
+def _stamped(value: Any, stamp: tuple[int, float]) -> Leaf:
+    return Leaf(value, *stamp)
+
+
+async def _hosts(snap: Snapshot, recs: _Records, units: list[Record]) -> None:
+    for name in sorted({u.data["host"] for u in units if "host" in u.data}):
+        await recs.range(snap, record_key("host", (name,)))
+
+
+def unit_self(ids: list[str], unit: Record, recs: _Records) -> Dir:
+    """A unit's ``self/`` directory (also each entry of ``service/all_hosts/``)."""
+    a, t, s, u = ids
+    born = unit.born
+    d = unit.tree(exclude=("host",))
+    for name, value in (
+        ("deployment_unit_id", f"{a}/{t}/{s}/{u}"),
+        ("unit_id", u),
+        ("account", a),
+        ("stack_name", t),
+        ("service_name", s),
+        ("created", iso(unit.created)),
+    ):
+        d.add(name, _stamped(value, born))
+    d.add("updated", _stamped(iso(unit.item.mod_time), (unit.rev, unit.item.mod_time)))
+    svc = recs.get(record_key("service", (a, t, s)))
+    if svc and "service_domain" in svc.data:
+        d.add("service_domain", _stamped(svc.data["service_domain"], svc.stamp(("service_domain",))))
+    if "host" in unit.data:
+        host = Dir()
+        host.add("name", _stamped(unit.data["host"], unit.stamp(("host",))))
+        hrec = recs.get(record_key("host", (unit.data["host"],)))
+        if hrec:
+            for k, v in hrec.tree().children.items():
+                host.add(k, v)
+        d.add("host", host)
+    return d
+
+
+def _named(kind_rec: Record, ids: list[str], names: dict[str, str]) -> Dir:
+    d = kind_rec.tree()
+    for k, v in names.items():
+        d.add(k, _stamped(v, kind_rec.born))
+    d.add("created", _stamped(iso(kind_rec.created), kind_rec.born))
+    d.add("updated", _stamped(iso(kind_rec.item.mod_time), (kind_rec.rev, kind_rec.item.mod_time)))
+    return d
+
+
+async def view_tree(snap: Snapshot, unit_id: str) -> Node | None:
+    """A unit's view: ``self/``, ``service/`` (with ``all_hosts/``), ``stack/``, ``revision``."""
+    idx = await snap.get(index_key(unit_id))
+    if idx is None:
+        return None
+    a, t, s = idx.value.split("/")
+    recs = _Records()
+    peers = await recs.range(snap, record_key("unit", (a, t, s)))
+    unit = recs.get(record_key("unit", (a, t, s, unit_id)))
+    if unit is None:
+        return None
+    await recs.range(snap, record_key("stack", (a, t)))
+    services = await recs.range(snap, record_key("service", (a, t)))
+    await _hosts(snap, recs, peers)
+    svc = recs.get(record_key("service", (a, t, s)))
+    stack = recs.get(record_key("stack", (a, t)))
+    if svc is None or stack is None:
+        return None
+
+    view = Dir()
+    view.add("self", unit_self([a, t, s, unit_id], unit, recs))
+    service = _named(svc, [a, t, s], {"name": s, "stack_name": t, "account": a})
+    all_hosts = Dir(rev=svc.rev, mtime=svc.item.mod_time)
+    for peer in peers:
+        all_hosts.add(key_ids(peer.item.key)[3], unit_self(key_ids(peer.item.key), peer, recs))
+    service.add("all_hosts", all_hosts)
+    view.add("service", service)
+    stack_dir = _named(stack, [a, t], {"name": t, "account": a})
+    svcs = Dir(rev=stack.rev, mtime=stack.item.mod_time)
+    for rec in services:
+        name = key_ids(rec.item.key)[2]
+        entry = Dir()
+        entry.add("name", _stamped(name, rec.born))
+        for field in ("scale", "service_domain"):
+            if field in rec.data:
+                entry.add(field, _stamped(rec.data[field], rec.stamp((field,))))
+        svcs.add(name, entry)
+    stack_dir.add("services", svcs)
+    view.add("stack", stack_dir)
+    view.add("revision", Leaf(snap.changed, snap.changed, snap.changed_time))
+    return view
+
+
+async def _scope(snap: Snapshot, ids: tuple[str, ...]) -> _Records:
+    """Read every record at and below ``ids`` (an account, stack, service or unit path),
+    and the hosts their units name."""
+    recs = _Records()
+    for level, kind in enumerate(LEVELS):
+        await recs.range(snap, KIND_PREFIX[kind] + "/" + "".join(i + "/" for i in ids[: level + 1]))
+    units = [r for k, r in recs.by_key.items() if k.startswith("u/")]
+    await _hosts(snap, recs, units)
+    return recs
+
+
+def _by_level(recs: _Records, kind: str) -> list[tuple[list[str], Record]]:
+    p = KIND_PREFIX[kind] + "/"
+    return [(key_ids(k), r) for k, r in sorted(recs.by_key.items()) if k.startswith(p)]
+
+
+async def seed_tree(snap: Snapshot, segs: list[str]) -> Node | None:
+    """The seed's layout: ``<account>/<stack>/<service>/`` lists units; a unit's directory
+    holds its ``self/`` files and ``all_hosts`` (its service's unit paths)."""
+    ids = tuple(segs[:4])
+    recs = await _scope(snap, ids[:3] if len(ids) == 4 else ids)
+    root = Dir()
+    dirs: dict[tuple[str, ...], Dir] = {(): root}
+    for level, kind in enumerate(LEVELS):
+        for rids, rec in _by_level(recs, kind):
+            parent = dirs.get(tuple(rids[:level]))
+            if parent is None:
+                continue
+            node = unit_self(rids, rec, recs) if kind == "unit" else Dir(rev=rec.rev, mtime=rec.item.mod_time)
+            dirs[tuple(rids)] = parent.add(rids[-1], node)  # type: ignore[assignment]
+    for rids, rec in _by_level(recs, "unit"):
+        svc = dirs[tuple(rids[:3])]
+        peers = sorted("/".join(p) for p in dirs if len(p) == 4 and p[:3] == tuple(rids[:3]))
+        dirs[tuple(rids)].add("all_hosts", Leaf(peers, svc.rev, svc.mtime))  # type: ignore[union-attr]
+    return descend(root, segs)
+
+
+async def document_tree(snap: Snapshot, segs: list[str]) -> Node | None:
+    """The document API: the same shape as a load document (what GET shows, PUT takes)."""
+    target = parse_doc_path(segs)
+    if target.kind in ("host", "hosts", "root"):
+        hosts = Dir()
+        for item in await snap.range("h/"):
+            hosts.add(key_ids(item.key)[0], Record.load(item).tree())
+        if target.kind != "root":
+            return descend(hosts, segs[1:])
+    recs = await _scope(snap, target.ids if target.kind in LEVELS else ())
+    accounts = Dir()
+    dirs: dict[tuple[str, ...], Dir] = {(): accounts}
+    for level, kind in enumerate(LEVELS):
+        for rids, rec in _by_level(recs, kind):
+            parent = dirs.get(tuple(rids[:level]))
+            if parent is None:
+                continue
+            node = rec.tree()
+            if kind != "unit":
+                node.add(COLLECTIONS[level + 1], Dir(rev=rec.rev, mtime=rec.item.mod_time))
+            if level:
+                parent = parent.children[COLLECTIONS[level]]  # type: ignore[assignment]
+            dirs[tuple(rids)] = parent.add(rids[-1], node)  # type: ignore[assignment]
+    if target.kind == "root":
+        root = Dir()
+        root.add("accounts", accounts)
+        root.add("hosts", hosts)
+        return root
+    return descend(accounts, segs[1:])
+
+
+async def units_tree(snap: Snapshot) -> Dir:
+    """Every unit id, each a leaf holding its seed path (what a host-mode mount lists)."""
+    d = Dir()
+    for item in await snap.range("i/"):
+        uid = key_ids(item.key)[0]
+        d.add(uid, Leaf(f"{item.value}/{uid}", item.mod_rev, item.mod_time))
+    return d
+
+
+# -- writing ----------------------------------------------------------------------------
+
+
+def parse_body(body: bytes, content_type: str, where: str) -> Any:
+    """A request body as data: JSON or YAML (safe loading only)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{where}: body is not UTF-8") from None
+    try:
+        if "json" in content_type:
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise BadRequest(f"{where}: cannot parse body: {exc}".splitlines()[0]) from None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    revision: int
+    changed: int  # records written (0: the store already held exactly this)
+
+
+class Catalog:
+    """Reads and writes of the model over one :class:`Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def _commit(self, plan: Any) -> WriteResult:
+        """Run ``plan(snapshot) -> (ops, guards, changed)`` until it commits."""
+        for _ in range(_MAX_RETRIES):
+            async with self.store.snapshot() as snap:
+                ops, guards, changed = await plan(snap)
+            try:
+                rev = await self.store.commit(ops, guards)
+            except Conflict:
+                continue
+            return WriteResult(rev, changed)
+        raise Exists("too many concurrent writes to the same records; try again")
+
+    async def _upsert(
+        self,
+        snap: Snapshot,
+        records: list[tuple[str, tuple[str, ...], dict[str, Any]]],
+        now: float,
+    ) -> tuple[list[Op], list[Guard], int]:
+        ops: list[Op] = []
+        guards: list[Guard] = []
+        for kind, ids, data in records:
+            key = record_key(kind, ids)
+            item = await snap.get(key)
+            old = Record.load(item) if item else None
+            if kind == "unit":
+                where = f"{ids[0]}/{ids[1]}/{ids[2]}"
+                idx = await snap.get(index_key(ids[3]))
+                if idx is not None and idx.value != where:
+                    # An index entry is authoritative only while its unit record exists.
+                    other = await snap.get(record_key("unit", (*idx.value.split("/"), ids[3])))
+                    if other is not None:
+                        raise Exists(
+                            f"{doc_path(kind, ids)}: unit id {ids[3]!r} already exists at "
+                            f"{doc_path(kind, (*idx.value.split('/'), ids[3]))}"
+                        )
+                if idx is None or idx.value != where:
+                    ops.append(Put(index_key(ids[3]), where))
+                    guards.append(Guard(index_key(ids[3]), idx.mod_rev if idx else 0))
+            if old is not None and old.data == data:
+                continue
+            ops.append(Put(key, encode_record(data, old, now)))
+            guards.append(Guard(key, old.rev if old else 0))
+        return ops, guards, sum(isinstance(op, Put) and not op.key.startswith("i/") for op in ops)
+
+    async def _require_parent(self, snap: Snapshot, target: Target) -> list[Guard]:
+        if target.kind in ("host", "account"):
+            return []
+        parent_ids = target.ids[:-1]
+        parent_kind = LEVELS[len(parent_ids) - 1]
+        item = await snap.get(record_key(parent_kind, parent_ids))
+        if item is None:
+            raise NotFound(f"{doc_path(parent_kind, parent_ids)} does not exist; create it first")
+        return [Guard(item.key, item.mod_rev)]
+
+    async def load(self, data: Any) -> WriteResult:
+        """Create or replace everything a load document names, in one transaction."""
+        doc = model.validate(model.Document, data)
+        assert isinstance(doc, model.Document)
+        if dups := model.duplicate_unit_ids(doc):
+            raise model.ModelError(dups)
+        records = [r for h, host in doc.hosts.items() for r in _records("host", (h,), host)]
+        for a, acc in doc.accounts.items():
+            records.extend(_records("account", (a,), acc))
+        now = time.time()
+
+        async def plan(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
+            return await self._upsert(snap, records, now)
+
+        return await self._commit(plan)
+
+    async def put(self, target: Target, body: bytes, content_type: str) -> WriteResult:
+        """Write a whole record (and the records below it that the body names) or one field."""
+        if target.kind not in KIND_MODEL:
+            raise BadRequest(f"cannot write /{target.kind}: write a record below it, or use load")
+        now = time.time()
+        where = target.where
+        if not target.field:
+            data = parse_body(body, content_type, where)
+            obj = model.validate(KIND_MODEL[target.kind], data if data is not None else {}, where.split("."))
+            records = list(_records(target.kind, target.ids, obj))
+
+            async def plan(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
+                guards = await self._require_parent(snap, target)
+                ops, more, n = await self._upsert(snap, records, now)
+                return ops, guards + more, n
+
+            return await self._commit(plan)
+
+        if target.field[0] in COLLECTIONS:
+            raise BadRequest(f"{where}.{target.field[0]}: write each one at {where.replace('.', '/')}/{target.field[0]}/<name>")
+        if "json" in content_type or "yaml" in content_type:
+            candidates = [parse_body(body, content_type, where)]
+        else:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest(f"{where}: body is not UTF-8") from None
+            candidates = [text]
+            try:
+                candidates.append(json.loads(text))
+            except ValueError:
+                pass
+            candidates.append(text.splitlines())
+
+        async def plan_field(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
+            rec = await self._existing(snap, target)
+            first_error: model.ModelError | None = None
+            for value in candidates:
+                data = json.loads(json.dumps(rec.data))
+                _set_in(data, target.field, value, where)
+                try:
+                    obj = model.validate(KIND_MODEL[target.kind], data, where.split("."))
+                except model.ModelError as exc:
+                    first_error = first_error or exc
+                    continue
+                return await self._upsert(snap, [(target.kind, target.ids, _dump(obj, target.kind))], now)
+            assert first_error is not None
+            raise first_error
+
+        return await self._commit(plan_field)
+
+    async def _existing(self, snap: Snapshot, target: Target) -> Record:
+        item = await snap.get(target.key)
+        if item is None:
+            raise NotFound(f"{target.where} does not exist")
+        return Record.load(item)
+
+    async def delete(self, target: Target) -> WriteResult:
+        """Delete a record with everything below it, or one field of a record."""
+        if target.kind not in KIND_MODEL:
+            raise BadRequest(f"cannot delete /{target.kind}: delete the records below it")
+        where = target.where
+
+        async def plan(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
+            rec = await self._existing(snap, target)
+            guards = [Guard(target.key, rec.rev)]
+            if target.field:
+                data = json.loads(json.dumps(rec.data))
+                _del_in(data, target.field, where)
+                obj = model.validate(KIND_MODEL[target.kind], data, where.split("."))
+                ops, more, n = await self._upsert(snap, [(target.kind, target.ids, _dump(obj, target.kind))], time.time())
+                return ops, guards + more, n
+            ops: list[Op] = [Delete(target.key)]
+            if target.kind in LEVELS:
+                level = LEVELS.index(target.kind)
+                for kind in LEVELS[level + 1 :]:
+                    ops.append(Delete(KIND_PREFIX[kind] + target.key[1:], prefix=True))
+                unit_prefix = "u" + target.key[1:]
+                for item in await snap.range(unit_prefix):
+                    ops.append(Delete(index_key(key_ids(item.key)[3])))
+            return ops, guards, 1
+
+        return await self._commit(plan)
+
+
+def _set_in(data: dict[str, Any], path: tuple[str, ...], value: Any, where: str) -> None:
+    node = data
+    for i, name in enumerate(path[:-1]):
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            raise BadRequest(f"{where}.{'.'.join(path[: i + 1])}: is a value, not a mapping")
+        node = child
+    node[path[-1]] = value
+
+
+def _del_in(data: dict[str, Any], path: tuple[str, ...], where: str) -> None:
+    node: Any = data
+    for name in path[:-1]:
+        node = node.get(name) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or path[-1] not in node:
+        raise NotFound(f"{where}.{'.'.join(path)} does not exist")
+    del node[path[-1]]

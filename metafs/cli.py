@@ -1,0 +1,206 @@
+"""The ``metafs`` command line: serve, load, get, ls, put, delete, wait.
+
+Exit status: 0 on success; 1 with a one-line message on stderr when something failed
+(server unreachable, not found, invalid input); 2 for a usage error; 124 when ``wait``
+timed out (like ``timeout(1)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .client import ClientError, MetadataClient
+
+EXIT_TIMEOUT = 124
+
+
+class Failure(Exception):
+    """A one-line error for stderr and exit status 1."""
+
+
+def _client(args: argparse.Namespace) -> MetadataClient:
+    if not args.server:
+        raise Failure("no server given: use --server URL or set METADATA_CONNECTION_URL")
+    return MetadataClient(args.server, token=args.token, timeout=args.http_timeout)
+
+
+def _read_value(value: str) -> bytes:
+    if value == "-":
+        return sys.stdin.buffer.read()
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_bytes()
+        except OSError as exc:
+            raise Failure(f"cannot read {value[1:]}: {exc.strerror}") from None
+    return value.encode()
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        ans = c.get(args.key, args.unit, as_json=args.json)
+    if args.json:
+        print(json.dumps(ans.json(), indent=2, sort_keys=True))
+    else:
+        sys.stdout.buffer.write(ans.body)
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    key = args.key if args.key.endswith("/") or not args.key else args.key + "/"
+    with _client(args) as c:
+        ans = c.get(key, args.unit)
+    if ans.headers.get("x-metafs-kind") == "value":  # like ls(1) on a file: its name
+        print(args.key.rstrip("/").rsplit("/", 1)[-1])
+    else:
+        sys.stdout.buffer.write(ans.body)
+    return 0
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    ctype = "application/json" if args.json else "application/yaml" if args.yaml else "text/plain"
+    with _client(args) as c:
+        ans = c.put(args.key, _read_value(args.value), ctype, args.unit)
+    print(ans.headers.get("x-metafs-revision", ""))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        ans = c.delete(args.key, args.unit)
+    print(ans.headers.get("x-metafs-revision", ""))
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    if args.file == "-":
+        doc, ctype = sys.stdin.buffer.read(), "application/yaml"
+    else:
+        try:
+            doc = Path(args.file).read_bytes()
+        except OSError as exc:
+            raise Failure(f"cannot read {args.file}: {exc.strerror}") from None
+        ctype = "application/json" if args.file.endswith(".json") else "application/yaml"
+    with _client(args) as c:
+        ans = c.request("POST", "/v1/load", content=doc, headers={"Content-Type": ctype}, params={"format": "json"})
+    result = ans.json()
+    print(f"loaded {args.file}: revision {result['revision']}, {result['changed']} records changed")
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        ans = c.wait(args.key, args.timeout, args.unit)
+    if ans is None:
+        print(f"metafs: wait {args.key}: timed out after {args.timeout:g}s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    sys.stdout.buffer.write(ans.body)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import Settings, serve
+    from .store import default_store_url
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(max_wait=args.max_wait, default_wait=min(args.max_wait, 300.0), max_body=args.max_body)
+    serve(args.listen, args.store or default_store_url(), settings, args.log_level)
+    return 0
+
+
+def _client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--server",
+        default=os.environ.get("METADATA_CONNECTION_URL"),
+        metavar="URL[,URL...]",
+        help="metadata server(s), tried in order (default: $METADATA_CONNECTION_URL)",
+    )
+    p.add_argument("--token", default=os.environ.get("METAFS_TOKEN"), help="API token (default: $METAFS_TOKEN)")
+    p.add_argument(
+        "--unit",
+        default=os.environ.get("DEPLOYMENT_UNIT_ID"),
+        metavar="UNIT_ID",
+        help="the unit whose view self/, service/, stack/ keys read (default: $DEPLOYMENT_UNIT_ID)",
+    )
+    p.add_argument("--http-timeout", type=float, default=10.0, metavar="SECONDS", help=argparse.SUPPRESS)
+
+
+KEY_HELP = (
+    "a seed path (5/test1/s4/UNIT/hostname), a path in the unit's view (self/hostname, "
+    "service/all_hosts/), or a document path (accounts/5/stacks/test1, hosts/node-a)"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metafs",
+        description="Container metadata as files: a metadata server, its client, and a FUSE filesystem.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("serve", cmd_serve, "run the metadata server")
+    p.add_argument("--listen", default="127.0.0.1:8500", metavar="HOST:PORT", help="address to listen on (default: %(default)s)")
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="sqlite:///path/metafs.db (default: $METAFS_STORE, else /var/lib/metafs/metafs.db as root)",
+    )
+    p.add_argument("--max-wait", type=float, default=600.0, metavar="SECONDS", help="longest long poll (default: %(default)s)")
+    p.add_argument("--max-body", type=int, default=16 * 1024 * 1024, metavar="BYTES", help="largest write or load document (default: %(default)s)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    p = add("load", cmd_load, "load a YAML or JSON document, all or nothing")
+    p.add_argument("file", metavar="FILE", help="the document, or - for standard input")
+    _client_options(p)
+
+    p = add("get", cmd_get, "print a value, or a directory's listing")
+    p.add_argument("key", metavar="KEY", help=KEY_HELP)
+    p.add_argument("--json", action="store_true", help="print the whole subtree as JSON")
+    _client_options(p)
+
+    p = add("ls", cmd_ls, "list a directory")
+    p.add_argument("key", metavar="KEY", nargs="?", default="", help=KEY_HELP)
+    _client_options(p)
+
+    p = add("put", cmd_put, "write a value or a record (operator)")
+    p.add_argument("key", metavar="KEY", help=KEY_HELP)
+    p.add_argument("value", metavar="VALUE", help="the value; - reads standard input, @FILE reads FILE")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--json", action="store_true", help="VALUE is JSON")
+    kind.add_argument("--yaml", action="store_true", help="VALUE is YAML")
+    _client_options(p)
+
+    p = add("delete", cmd_delete, "delete a value, or a record with everything below it (operator)")
+    p.add_argument("key", metavar="KEY", help=KEY_HELP)
+    _client_options(p)
+
+    p = add("wait", cmd_wait, "block until KEY exists (if it does not) or changes (if it does), then print it")
+    p.add_argument("key", metavar="KEY", help=KEY_HELP)
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help="give up after this long, exit 124 (default: %(default)s)")
+    _client_options(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ClientError, Failure, ValueError) as exc:
+        print(f"metafs: {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The HTTP client of the metadata server, used by the CLI (and the filesystem).
+
+A *key* is what a person types: the seed's layout (``5/test1/s4/<unit>/hostname``), a
+path in the unit's own view (``self/hostname``, ``service/all_hosts/``), or a path of the
+document API (``accounts/5/stacks/test1``, ``hosts/node-a``). Names in keys are written
+as the filesystem shows them (percent-encoded where needed), so a name copied from ``ls``
+works as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+VIEW_ROOTS = {"self", "service", "stack", "revision"}
+API_ROOTS = {"accounts", "hosts", "units", "view", "kv"}
+#: Sent on every request: guest-facing reads require it (SSRF guard, like GCE's
+#: ``Metadata-Flavor: Google``).
+FLAVOR_HEADER = {"Metadata-Flavor": "metafs"}
+
+
+class ClientError(Exception):
+    """A request failed; ``status`` is the HTTP status, or None when no server answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def server_roots(servers: str | list[str]) -> list[str]:
+    """Server base URLs from ``--server`` (comma-separated); a seed-style URL ending in
+    ``/v1/kv/`` (``$METADATA_CONNECTION_URL``) is reduced to its root."""
+    items = servers.split(",") if isinstance(servers, str) else servers
+    roots = []
+    for raw in (s.strip() for s in items):
+        if not raw:
+            continue
+        parts = urlsplit(raw if "://" in raw else "http://" + raw)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ClientError(f"server URL {raw!r}: expected http://HOST:PORT")
+        path = parts.path.rstrip("/")
+        for suffix in ("/v1/kv", "/v1"):
+            if path.endswith(suffix):
+                path = path[: -len(suffix)]
+                break
+        roots.append(urlunsplit((parts.scheme, parts.netloc, path, "", "")))
+    if not roots:
+        raise ClientError("no server given: use --server URL or set METADATA_CONNECTION_URL")
+    return roots
+
+
+def unit_id_of(unit: str) -> str:
+    """The unit id from ``$DEPLOYMENT_UNIT_ID`` (``account/stack/service/unit``) or a bare id."""
+    return unit.rstrip("/").rsplit("/", 1)[-1]
+
+
+def key_path(key: str, unit: str | None = None) -> str:
+    """The API path for a key (see the module docstring)."""
+    segs = [s for s in key.strip("/").split("/") if s]
+    trailing = key.endswith("/") and bool(segs)
+    if segs and segs[0] in VIEW_ROOTS:
+        if not unit:
+            raise ClientError(f"key {key!r} is in a unit's view: give --unit or set DEPLOYMENT_UNIT_ID")
+        segs = ["view", unit_id_of(unit), *segs]
+    elif not segs or segs[0] not in API_ROOTS:
+        segs = ["kv", *segs]
+    path = "/v1/" + "/".join(quote(s, safe="%@:") for s in segs)
+    return path + "/" if trailing else path
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+    index: int
+    headers: httpx.Headers
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _error_message(resp: httpx.Response) -> str:
+    try:
+        err = resp.json()["error"]
+        return "; ".join([err["message"], *err.get("details", [])])
+    except (ValueError, KeyError, TypeError):
+        return resp.text.strip().replace("\n", "; ") or resp.reason_phrase
+
+
+class MetadataClient:
+    """A synchronous client; tries each server in turn when one does not answer."""
+
+    def __init__(self, servers: str | list[str], token: str | None = None, timeout: float = 10.0) -> None:
+        self.roots = server_roots(servers)
+        headers = dict(FLAVOR_HEADER)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.timeout = timeout
+        self._http = httpx.Client(headers=headers, timeout=timeout)
+        self._current = 0
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> MetadataClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _urls(self, path: str) -> Iterator[str]:
+        n = len(self.roots)
+        for i in range(n):
+            yield self.roots[(self._current + i) % n] + path
+
+    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kw: Any) -> Answer:
+        """Send a request to the first server that answers; raise :class:`ClientError`
+        for a status outside ``ok``."""
+        errors = []
+        for i, url in enumerate(self._urls(path)):
+            try:
+                resp = self._http.request(method, url, **kw)
+            except httpx.TransportError as exc:
+                errors.append(f"{url}: {exc or type(exc).__name__}")
+                continue
+            self._current = (self._current + i) % len(self.roots)
+            if resp.status_code not in ok:
+                raise ClientError(f"{_error_message(resp)} (HTTP {resp.status_code})", resp.status_code)
+            index = int(resp.headers.get("x-metafs-index", "0") or 0)
+            return Answer(resp.status_code, resp.content, index, resp.headers)
+        raise ClientError("server unreachable: " + "; ".join(errors))
+
+    def get(self, key: str, unit: str | None = None, as_json: bool = False) -> Answer:
+        return self.request("GET", key_path(key, unit), params={"format": "json" if as_json else "text"})
+
+    def put(self, key: str, value: bytes, content_type: str = "text/plain", unit: str | None = None) -> Answer:
+        return self.request("PUT", key_path(key, unit), content=value, headers={"Content-Type": content_type})
+
+    def delete(self, key: str, unit: str | None = None) -> Answer:
+        return self.request("DELETE", key_path(key, unit))
+
+    def load(self, document: bytes, content_type: str) -> Answer:
+        return self.request("POST", "/v1/load", content=document, headers={"Content-Type": content_type})
+
+    def wait(self, key: str, timeout: float, unit: str | None = None, poll: float = 60.0) -> Answer | None:
+        """Block until ``key`` exists (if it does not) or its value changes (if it does);
+        return the new answer, or None after ``timeout`` seconds."""
+        path = key_path(key, unit)
+        deadline = time.monotonic() + timeout
+        first = self.request("GET", path, ok=(200, 404))
+        index = first.index
+        while (left := deadline - time.monotonic()) > 0:
+            wait = min(left, poll)
+            ans = self.request(
+                "GET",
+                path,
+                ok=(200, 404),
+                params={"index": index, "wait": f"{wait:.3f}"},
+                timeout=wait + self.timeout,
+            )
+            if ans.status == 200 and (first.status == 404 or ans.body != first.body):
+                return ans
+            index = max(index, ans.index)
+        return None

@@ -1,0 +1,335 @@
+"""The metadata server: a Starlette app over a :class:`~metafs.catalog.Catalog`, run by uvicorn.
+
+Routes (``<...>`` is one path segment, percent-decoded once):
+
+- ``GET /v1/kv/<account>/<stack>/<service>/<unit>/<key...>`` the seed's layout;
+- ``GET /v1/view/<unit>/<path...>`` a unit's view, the tree the filesystem shows;
+- ``GET /v1/units/`` every unit id (a host-mode mount lists these);
+- ``GET|PUT|DELETE /v1/accounts/...``, ``/v1/hosts/...`` the document API;
+  ``PUT|DELETE`` on ``/v1/kv/...`` write the same records by their seed path;
+- ``POST /v1/load`` a whole load document, all or nothing;
+- ``GET /healthz`` (answers with the store's revision).
+
+Every read answers text by default (EC2 style) or JSON (``Accept: application/json`` or
+``?format=json``), carries ``ETag``, ``X-Metafs-Index`` (the revision at which that
+subtree last changed), ``X-Metafs-Revision`` and ``Last-Modified``, honours
+``If-None-Match``, and long-polls with ``?index=<revision>&wait=<duration>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import signal
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any, AsyncIterator, Awaitable, Callable
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import catalog, model, tree
+from .catalog import Catalog, CatalogError
+from .store import Snapshot, Store, StoreError, open_store
+
+log = logging.getLogger("metafs.server")
+
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json; charset=utf-8"
+MAX_SEGMENT = 255
+_WAIT_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Limits of the server; each one is a ``metafs serve`` option."""
+
+    max_wait: float = 600.0  # a long poll never waits longer than this (seconds)
+    default_wait: float = 300.0  # how long ``?index=`` waits when ``wait`` is not given
+    max_body: int = 16 * 1024 * 1024  # bytes in a write or a load document
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, details: list[str] | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.details = details or []
+        self.headers = headers or {}
+
+
+def wants_json(request: Request) -> bool:
+    fmt = request.query_params.get("format")
+    if fmt is not None:
+        return fmt in ("json", "meta")
+    return "application/json" in request.headers.get("accept", "")
+
+
+def error_response(request: Request, exc: HTTPError) -> Response:
+    if wants_json(request):
+        body = json.dumps({"error": {"status": exc.status, "message": str(exc), "details": exc.details}})
+        return Response(body + "\n", exc.status, exc.headers, media_type=JSON)
+    text = "\n".join([str(exc), *exc.details]) + "\n"
+    return Response(text, exc.status, exc.headers, media_type=TEXT)
+
+
+def split_path(raw: bytes, prefix: str) -> tuple[list[str], bool]:
+    """The percent-decoded segments after ``prefix``, and whether a ``/`` ended the path.
+
+    Splitting the raw path before decoding keeps ``%2F`` inside a segment (a label key
+    ``io.example/role``) apart from the ``/`` between segments.
+    """
+    try:
+        path = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise HTTPError(400, "the request path is not ASCII (percent-encode it)") from None
+    rest = path[len(prefix) :]
+    trailing = rest.endswith("/") or rest == ""
+    parts = rest.split("/")
+    if trailing:
+        parts = parts[:-1]
+    segs = []
+    for i, part in enumerate(parts):
+        try:
+            seg = unquote(part, errors="strict")
+        except UnicodeDecodeError:
+            raise HTTPError(400, f"path segment {i + 1} is not UTF-8 after percent-decoding") from None
+        if seg == "":
+            raise HTTPError(400, f"empty path segment at position {i + 1} (a doubled '/')")
+        if seg in (".", ".."):
+            raise HTTPError(400, f"path segment {i + 1} is {seg!r}: relative segments are not allowed")
+        if _CONTROL.search(seg):
+            raise HTTPError(400, f"path segment {i + 1} contains a control character")
+        if len(seg) > MAX_SEGMENT:
+            raise HTTPError(400, f"path segment {i + 1} is longer than {MAX_SEGMENT} characters")
+        segs.append(seg)
+    return segs, trailing
+
+
+def parse_wait(text: str) -> float:
+    m = _WAIT_RE.match(text)
+    if not m:
+        raise HTTPError(400, f"wait={text!r}: expected a duration like 30s, 500ms, 2m or 10")
+    value = float(m.group(1))
+    return value / 1000 if m.group(2) == "ms" else value * 60 if m.group(2) == "m" else value
+
+
+def check_query(request: Request, allowed: set[str]) -> None:
+    for name in request.query_params:
+        if name not in allowed:
+            raise HTTPError(400, f"unknown query parameter {name!r} (allowed: {', '.join(sorted(allowed))})")
+    fmt = request.query_params.get("format")
+    if fmt is not None and fmt not in ("text", "json", "meta"):
+        raise HTTPError(400, f"format={fmt!r}: expected text, json or meta")
+
+
+Resolver = Callable[[Snapshot], Awaitable[tree.Node | None]]
+
+
+class MetadataServer:
+    """The HTTP API over a catalog; ``app`` is the ASGI application."""
+
+    def __init__(self, store: Store, settings: Settings | None = None) -> None:
+        self.store = store
+        self.catalog = Catalog(store)
+        self.settings = settings or Settings()
+        self.app = Starlette(
+            routes=[
+                Route("/healthz", self.healthz, methods=["GET", "HEAD"]),
+                Route("/v1/load", self.load, methods=["POST"]),
+                Route("/v1/{rest:path}", self.v1, methods=["GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"]),
+            ],
+            lifespan=self._lifespan,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        yield
+        await self.store.close()
+
+    # -- plumbing ------------------------------------------------------------------
+
+    async def _guard(self, request: Request, handler: Callable[[], Awaitable[Response]]) -> Response:
+        try:
+            return await handler()
+        except HTTPError as exc:
+            return error_response(request, exc)
+        except model.ModelError as exc:
+            return error_response(request, HTTPError(400, "invalid metadata", exc.details))
+        except CatalogError as exc:
+            return error_response(request, HTTPError(exc.status, str(exc), exc.details))
+        except StoreError as exc:
+            log.error("store unavailable: %s", exc)
+            return error_response(request, HTTPError(503, "the metadata store is unavailable"))
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.settings.max_body:
+            raise HTTPError(413, f"body of {declared} bytes is over the limit of {self.settings.max_body}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.settings.max_body:
+                raise HTTPError(413, f"body is over the limit of {self.settings.max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def read(self, request: Request, resolve: Resolver, what: str) -> Response:
+        """Answer a read: resolve a tree node, long-poll if asked, render, add headers."""
+        check_query(request, {"format", "index", "wait"})
+        q = request.query_params
+        index: int | None = None
+        if "index" in q:
+            if not q["index"].isdigit():
+                raise HTTPError(400, f"index={q['index']!r}: expected a revision (a whole number >= 0)")
+            index = int(q["index"])
+        wait = min(parse_wait(q["wait"]) if "wait" in q else self.settings.default_wait, self.settings.max_wait)
+
+        async def once() -> tuple[tree.Node | None, Snapshot]:
+            async with self.store.snapshot() as snap:
+                return await resolve(snap), snap
+
+        node, snap = await once()
+        if index is not None and snap.changed <= index <= snap.revision:
+            deadline = time.monotonic() + wait
+            while (left := deadline - time.monotonic()) > 0:
+                if await self.store.wait(snap.prefixes, index, left) is None:
+                    break
+                node, snap = await once()
+                if snap.changed > index:
+                    break
+
+        fmt = q.get("format") or ("json" if wants_json(request) else "text")
+        headers = {
+            "X-Metafs-Index": str(snap.changed),
+            "X-Metafs-Revision": str(snap.revision),
+            "ETag": f'"{snap.changed}.{fmt}"',
+            "Cache-Control": "no-cache",
+        }
+        if snap.changed_time:
+            headers["Last-Modified"] = formatdate(snap.changed_time, usegmt=True)
+        if node is None:
+            raise HTTPError(404, f"not found: {what}", headers=headers)
+        headers["X-Metafs-Kind"] = "value" if isinstance(node, tree.Leaf) else "directory"
+        if headers["ETag"] in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+            return Response(status_code=304, headers=headers)
+        if fmt == "text":
+            return Response(tree.render_text(node), headers=headers, media_type=TEXT)
+        data = tree.to_meta(node) if fmt == "meta" else tree.to_json(node)
+        return Response(json.dumps(data, separators=(",", ":")) + "\n", headers=headers, media_type=JSON)
+
+    def written(self, request: Request, result: catalog.WriteResult) -> Response:
+        headers = {"X-Metafs-Revision": str(result.revision)}
+        if wants_json(request):
+            body = json.dumps({"revision": result.revision, "changed": result.changed}) + "\n"
+            return Response(body, headers=headers, media_type=JSON)
+        return Response(f"revision {result.revision} ({result.changed} records changed)\n", headers=headers, media_type=TEXT)
+
+    # -- routes --------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        async def handle() -> Response:
+            rev = await self.store.revision()
+            return Response(f"ok revision {rev}\n", headers={"X-Metafs-Revision": str(rev)}, media_type=TEXT)
+
+        return await self._guard(request, handle)
+
+    async def load(self, request: Request) -> Response:
+        async def handle() -> Response:
+            check_query(request, {"format"})
+            body = await self._body(request)
+            data = catalog.parse_body(body, request.headers.get("content-type", ""), "load document")
+            if not isinstance(data, dict):
+                raise HTTPError(400, "load document: expected a mapping with accounts and/or hosts")
+            return self.written(request, await self.catalog.load(data))
+
+        return await self._guard(request, handle)
+
+    async def v1(self, request: Request) -> Response:
+        async def handle() -> Response:
+            raw = request.scope.get("raw_path") or request.scope["path"].encode()
+            segs, _ = split_path(raw.split(b"?", 1)[0], "/v1/")
+            if not segs:
+                raise HTTPError(404, "no such route: /v1/ (see /v1/kv/, /v1/view/, /v1/accounts/, /v1/hosts/, /v1/units/)")
+            route, rest = segs[0], segs[1:]
+            method = "GET" if request.method == "HEAD" else request.method
+            what = "/v1/" + "/".join(segs)
+
+            readers: dict[str, Resolver] = {
+                "kv": lambda snap: catalog.seed_tree(snap, rest),
+                "view": lambda snap: self._view(snap, rest),
+                "units": lambda snap: self._units(snap, rest),
+                "accounts": lambda snap: catalog.document_tree(snap, segs),
+                "hosts": lambda snap: catalog.document_tree(snap, segs),
+            }
+            writable = {"kv", "accounts", "hosts"}
+            if route not in readers:
+                raise HTTPError(404, f"no such route: /v1/{route}/")
+            allowed = ["GET", "HEAD"] + (["PUT", "DELETE"] if route in writable else [])
+            if method not in allowed:
+                raise HTTPError(405, f"{request.method} is not allowed on /v1/{route}/", headers={"Allow": ", ".join(allowed)})
+            if method == "GET":
+                return await self.read(request, readers[route], what)
+            check_query(request, {"format"})
+            target = catalog.seed_to_target(rest) if route == "kv" else catalog.parse_doc_path(segs)
+            if method == "DELETE":
+                return self.written(request, await self.catalog.delete(target))
+            body = await self._body(request)
+            result = await self.catalog.put(target, body, request.headers.get("content-type", ""))
+            return self.written(request, result)
+
+        return await self._guard(request, handle)
+
+    async def _view(self, snap: Snapshot, rest: list[str]) -> tree.Node | None:
+        if not rest:
+            return await catalog.units_tree(snap)
+        view = await catalog.view_tree(snap, rest[0])
+        return tree.descend(view, rest[1:]) if view else None
+
+    async def _units(self, snap: Snapshot, rest: list[str]) -> tree.Node | None:
+        return tree.descend(await catalog.units_tree(snap), rest)
+
+
+def create_app(store_url: str, settings: Settings | None = None) -> Any:
+    """The ASGI app for a store URL (what ``metafs serve`` runs)."""
+    return MetadataServer(open_store(store_url), settings).app
+
+
+def serve(listen: str, store_url: str, settings: Settings | None = None, log_level: str = "info") -> None:
+    """Run the server until SIGTERM/SIGINT."""
+    import uvicorn
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:8500")
+    server = MetadataServer(open_store(store_url), settings)
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    config = uvicorn.Config(
+        server.app,
+        host=host.strip("[]"),
+        port=int(port),
+        loop=loop,
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=2,
+        server_header=False,
+    )
+    log.info("store %s", store_url)
+    # uvicorn re-raises the signal that stopped it once it has shut down; a handler of
+    # our own makes that a no-op, so a clean SIGTERM/SIGINT stop exits with status 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    uvicorn.Server(config).run()

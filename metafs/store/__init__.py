@@ -1,0 +1,49 @@
+"""Stores behind the server: the interface (:mod:`.base`) and its backends."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .base import Conflict, Delete, Guard, Item, Op, Put, Snapshot, Store, StoreError
+
+__all__ = [
+    "Conflict",
+    "Delete",
+    "Guard",
+    "Item",
+    "Op",
+    "Put",
+    "Snapshot",
+    "Store",
+    "StoreError",
+    "default_store_url",
+    "open_store",
+]
+
+
+def default_store_url() -> str:
+    """``$METAFS_STORE``, else a SQLite file in the usual data directory for this user."""
+    if env := os.environ.get("METAFS_STORE"):
+        return env
+    if os.geteuid() == 0:
+        base = Path("/var/lib/metafs")
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share")) / "metafs"
+    return f"sqlite://{base / 'metafs.db'}"
+
+
+def open_store(url: str) -> Store:
+    """Open the store named by ``url``: ``sqlite:///path/to/file.db``."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = parts.netloc + parts.path
+        if not path:
+            raise ValueError(f"store URL {url!r} has no file path (sqlite:///path/metafs.db)")
+        from .sqlite import SqliteStore
+
+        return SqliteStore(path)
+    if parts.scheme == "etcd":
+        raise ValueError("the etcd store backend is not built yet (see the issue tracker)")
+    raise ValueError(f"unknown store URL {url!r}: expected sqlite:///path/metafs.db")

@@ -1,0 +1,152 @@
+"""The store interface: a revisioned key/value space with transactions and prefix waits.
+
+It is deliberately the shape of etcd v3 so that an etcd backend can map it one to one:
+
+- one global revision that grows by one per committed transaction; every key carries
+  the revision it was created and last modified at (etcd's ``create_revision`` and
+  ``mod_revision``);
+- :meth:`Store.commit` applies puts and deletes atomically, under guards on the
+  ``mod_revision`` of keys read before (etcd's ``Txn`` with ``Compare``);
+- :meth:`Store.snapshot` reads several prefixes at one revision (etcd's ``Range`` with
+  ``revision=``);
+- :meth:`Store.wait` returns as soon as anything under some prefixes changes after a
+  revision (etcd's ``Watch`` with ``start_revision``), without polling.
+
+A delete leaves a *tombstone*: the key disappears from reads, but the prefix it was under
+still reports that it changed at the deleting revision, so that "did this subtree change
+after R" and the ETag of a listing stay exact when a child is removed.
+
+Keys are text; by convention every key ends with ``/`` so that a key is also the prefix
+that selects exactly it.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Sequence
+
+
+class StoreError(Exception):
+    """The store could not be reached or failed; the server answers 503."""
+
+
+class Conflict(Exception):
+    """A guard of :meth:`Store.commit` did not hold; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    key: str
+    value: str
+    create_rev: int
+    mod_rev: int
+    mod_time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete one key (``prefix=False``) or every key under a prefix."""
+
+    key: str
+    prefix: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """Commit only if ``key`` is at ``mod_rev`` now (0: it must not exist)."""
+
+    key: str
+    mod_rev: int
+
+
+Op = Put | Delete
+
+
+@dataclass(slots=True)
+class Range:
+    """What one prefix held at the snapshot's revision."""
+
+    items: list[Item]
+    #: the last revision at which anything under the prefix changed (deletions included)
+    changed: int
+    changed_time: float
+
+
+@dataclass(slots=True)
+class Snapshot(abc.ABC):
+    """Reads at one revision; remembers every prefix it read and when each last changed."""
+
+    revision: int
+    prefixes: list[str] = field(default_factory=list)
+    changed: int = 0
+    changed_time: float = 0.0
+
+    async def range(self, prefix: str) -> list[Item]:
+        """Every live key under ``prefix``, sorted by key."""
+        r = await self._range(prefix)
+        self.prefixes.append(prefix)
+        if r.changed > self.changed:
+            self.changed, self.changed_time = r.changed, r.changed_time
+        return r.items
+
+    async def get(self, key: str) -> Item | None:
+        """The item at exactly ``key``, or None."""
+        for item in await self.range(key):
+            if item.key == key:
+                return item
+        return None
+
+    @abc.abstractmethod
+    async def _range(self, prefix: str) -> Range: ...
+
+
+def prefix_end(prefix: str) -> str:
+    """The smallest key greater than every key that starts with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class Store(abc.ABC):
+    """One interface, several backends (SQLite embedded; etcd v3 for a cluster)."""
+
+    @abc.abstractmethod
+    def snapshot(self) -> contextlib.AbstractAsyncContextManager[Snapshot]:
+        """A consistent read view at the current revision."""
+
+    @abc.abstractmethod
+    async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int:
+        """Apply ``ops`` atomically if every guard holds; return the new revision.
+
+        Raises :class:`Conflict` when a guard fails. An empty ``ops`` changes nothing and
+        returns the current revision.
+        """
+
+    @abc.abstractmethod
+    async def wait(self, prefixes: Sequence[str], after: int, timeout: float) -> int | None:
+        """Wait until a key under one of ``prefixes`` changes at a revision > ``after``.
+
+        Returns that revision, or None when ``timeout`` seconds pass first.
+        """
+
+    @abc.abstractmethod
+    async def revision(self) -> int:
+        """The current global revision."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections and wake every waiter."""
+
+
+async def read_all(store: Store, prefixes: Sequence[str]) -> AsyncIterator[Item]:
+    """Every live item under ``prefixes`` at one revision (a convenience for tools)."""
+    async with store.snapshot() as snap:
+        for p in prefixes:
+            for item in await snap.range(p):
+                yield item

@@ -1,0 +1,148 @@
+"""Trees of metadata as the server serves them and the filesystem shows them.
+
+A :class:`Dir` maps names to nodes; a :class:`Leaf` holds a scalar or a list of scalars.
+Every node carries the revision and the time it last changed. The same tree renders as
+text (a leaf: its value and a newline, like sysfs; a directory: its children one per
+line, sub-directories with a trailing ``/``), as JSON (the whole subtree, Consul style),
+or as "meta" JSON that also carries revisions and times (what the filesystem fetches).
+
+Names are kept raw in the tree; :func:`encode_name` makes the file name of each (a label
+key ``io.example/role`` is shown as ``io.example%2Frole``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Union
+
+Scalar = str | int | float | bool
+LeafValue = Union[Scalar, list[Scalar]]
+
+
+@dataclass(slots=True)
+class Leaf:
+    value: LeafValue
+    rev: int = 0
+    mtime: float = 0.0
+
+
+@dataclass(slots=True)
+class Dir:
+    children: dict[str, "Node"] = field(default_factory=dict)
+    rev: int = 0
+    mtime: float = 0.0
+
+    def add(self, name: str, node: "Node") -> "Node":
+        """Add a child and fold its revision and time into this directory's."""
+        self.children[name] = node
+        if node.rev > self.rev:
+            self.rev = node.rev
+        if node.mtime > self.mtime:
+            self.mtime = node.mtime
+        return node
+
+
+Node = Leaf | Dir
+
+_UNSAFE = re.compile(r"[%/\x00-\x1f\x7f]")
+
+
+def encode_name(name: str) -> str:
+    """The file name for ``name``: ``%``, ``/`` and control characters percent-encoded,
+    and ``.``/``..`` (which cannot be file names) written ``%2E``/``%2E%2E``."""
+    out = _UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", name)
+    if out in (".", ".."):
+        out = out.replace(".", "%2E")
+    return out
+
+
+def decode_name(name: str) -> str:
+    """The inverse of :func:`encode_name` (and of URL percent-encoding)."""
+    from urllib.parse import unquote
+
+    return unquote(name, errors="strict")
+
+
+def scalar_text(value: Scalar) -> str:
+    """A scalar as a file shows it: strings as they are, others in their JSON form."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def leaf_bytes(value: LeafValue) -> bytes:
+    """A leaf's file content: the value and a newline; a list, one item per line."""
+    if isinstance(value, list):
+        return "".join(scalar_text(v) + "\n" for v in value).encode()
+    return (scalar_text(value) + "\n").encode()
+
+
+def listing(node: Dir) -> str:
+    """A directory as text: encoded child names, sorted, directories with a ``/``."""
+    return "".join(
+        encode_name(n) + ("/" if isinstance(c, Dir) else "") + "\n"
+        for n, c in sorted(node.children.items())
+    )
+
+
+def render_text(node: Node) -> bytes:
+    return leaf_bytes(node.value) if isinstance(node, Leaf) else listing(node).encode()
+
+
+def to_json(node: Node) -> Any:
+    """The subtree as plain JSON values (directories become objects)."""
+    if isinstance(node, Leaf):
+        return node.value
+    return {name: to_json(child) for name, child in node.children.items()}
+
+
+def to_meta(node: Node) -> Any:
+    """The subtree with revision and time on every node: ``{"r", "m", "v"|"c"}``."""
+    if isinstance(node, Leaf):
+        return {"r": node.rev, "m": node.mtime, "v": node.value}
+    return {
+        "r": node.rev,
+        "m": node.mtime,
+        "c": {name: to_meta(child) for name, child in node.children.items()},
+    }
+
+
+def from_meta(data: Any) -> Node:
+    """The inverse of :func:`to_meta`."""
+    if "c" in data:
+        return Dir({n: from_meta(c) for n, c in data["c"].items()}, data["r"], data["m"])
+    return Leaf(data["v"], data["r"], data["m"])
+
+
+def descend(node: Node, names: Iterable[str]) -> Node | None:
+    """The node at ``names`` below ``node`` (raw names), or None."""
+    for name in names:
+        if not isinstance(node, Dir):
+            return None
+        child = node.children.get(name)
+        if child is None:
+            return None
+        node = child
+    return node
+
+
+Stamp = Callable[[tuple[str, ...]], tuple[int, float]]
+
+
+def build(value: Any, stamp: Stamp, path: tuple[str, ...] = ()) -> Node:
+    """A tree from a JSON-like value: maps become directories, lists of scalars leaves,
+    lists holding maps or lists directories named ``0``, ``1``, ... ``stamp(path)`` gives
+    each leaf its revision and time; a directory takes the newest of its children's."""
+    if isinstance(value, dict) or (
+        isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)
+    ):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        d = Dir()
+        for k, v in items:
+            d.add(str(k), build(v, stamp, (*path, str(k))))
+        if not d.children:
+            d.rev, d.mtime = stamp(path)
+        return d
+    return Leaf(value, *stamp(path))

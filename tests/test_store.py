@@ -1,0 +1,144 @@
+"""The store suite: every backend must pass it unchanged (SQLite now; etcd joins later)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from metafs.store import Conflict, Delete, Guard, Put, Store, open_store
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s = open_store(f"sqlite://{tmp_path / 'store.db'}")
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def test_revision_grows_by_one_per_commit(store: Store) -> None:
+    assert await store.revision() == 0
+    assert await store.commit([Put("a/1/", "x"), Put("a/2/", "y")]) == 1
+    assert await store.commit([Put("a/1/", "z")]) == 2
+    assert await store.commit([]) == 2  # nothing to do: no new revision
+    async with store.snapshot() as snap:
+        items = {i.key: i for i in await snap.range("a/")}
+    assert items["a/1/"].value == "z"
+    assert (items["a/1/"].create_rev, items["a/1/"].mod_rev) == (1, 2)
+    assert (items["a/2/"].create_rev, items["a/2/"].mod_rev) == (1, 1)
+
+
+async def test_prefix_ranges_do_not_leak_into_siblings(store: Store) -> None:
+    await store.commit([Put("s/a/b/", "1"), Put("s/a/bc/", "2"), Put("s/a/b/c/", "3")])
+    async with store.snapshot() as snap:
+        assert [i.key for i in await snap.range("s/a/b/")] == ["s/a/b/", "s/a/b/c/"]
+        assert await snap.get("s/a/b") is None
+
+
+async def test_guards_make_commits_conditional_and_atomic(store: Store) -> None:
+    rev = await store.commit([Put("k/1/", "a")], [Guard("k/1/", 0)])
+    with pytest.raises(Conflict):
+        await store.commit([Put("k/1/", "b"), Put("k/2/", "b")], [Guard("k/1/", 0)])
+    async with store.snapshot() as snap:
+        assert (await snap.get("k/1/")).value == "a"  # type: ignore[union-attr]
+        assert await snap.get("k/2/") is None  # nothing of the failed commit landed
+    assert await store.commit([Put("k/1/", "c")], [Guard("k/1/", rev)]) == rev + 1
+
+
+async def test_delete_leaves_a_tombstone_that_reports_the_change(store: Store) -> None:
+    await store.commit([Put("u/1/", "a"), Put("u/2/", "b"), Put("v/1/", "c")])
+    rev = await store.commit([Delete("u/", prefix=True)])
+    async with store.snapshot() as snap:
+        assert await snap.range("u/") == []
+        assert snap.changed == rev
+    # a key put again after a delete is new again
+    rev2 = await store.commit([Put("u/1/", "again")])
+    async with store.snapshot() as snap:
+        item = await snap.get("u/1/")
+    assert item is not None and item.create_rev == rev2
+
+
+async def test_snapshot_is_consistent_while_writes_land(store: Store) -> None:
+    await store.commit([Put("x/a/", "1"), Put("x/b/", "1")])
+    async with store.snapshot() as snap:
+        first = await snap.range("x/a/")
+        await store.commit([Put("x/a/", "2"), Put("x/b/", "2")])
+        second = await snap.range("x/b/")
+        assert (first[0].value, second[0].value) == ("1", "1")
+    async with store.snapshot() as snap:
+        assert [i.value for i in await snap.range("x/")] == ["2", "2"]
+
+
+async def test_wait_wakes_for_its_prefix_only(store: Store) -> None:
+    rev = await store.commit([Put("w/a/", "1"), Put("w/b/", "1")])
+    woke: list[tuple[int | None, float]] = []
+
+    async def waiter() -> None:
+        t0 = time.monotonic()
+        woke.append((await store.wait(["w/a/"], rev, timeout=5), time.monotonic() - t0))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.sleep(0.1)
+        await store.commit([Put("w/b/", "2")])  # another prefix: must not wake it
+        await anyio.sleep(0.2)
+        assert woke == []
+        target = await store.commit([Put("w/a/", "2")])
+    assert woke[0][0] == target
+    assert woke[0][1] < 1.0
+
+
+async def test_wait_returns_at_once_when_already_changed_and_none_on_timeout(store: Store) -> None:
+    rev = await store.commit([Put("w/a/", "1")])
+    await store.commit([Put("w/a/", "2")])
+    assert await store.wait(["w/a/"], rev, timeout=5) == rev + 1
+    t0 = time.monotonic()
+    assert await store.wait(["w/a/"], rev + 1, timeout=0.3) is None
+    assert 0.25 < time.monotonic() - t0 < 2
+
+
+async def test_wait_sees_deletes(store: Store) -> None:
+    rev = await store.commit([Put("d/a/", "1")])
+    async with anyio.create_task_group() as tg:
+        result: list[int | None] = []
+
+        async def waiter() -> None:
+            result.append(await store.wait(["d/"], rev, timeout=5))
+
+        tg.start_soon(waiter)
+        await anyio.sleep(0.1)
+        deleted = await store.commit([Delete("d/a/")])
+    assert result == [deleted]
+
+
+async def test_committed_data_survives_reopen(tmp_path: Path) -> None:
+    path = f"sqlite://{tmp_path / 'reopen.db'}"
+    s = open_store(path)
+    rev = await s.commit([Put("p/1/", "kept")])
+    await s.close()
+    s = open_store(path)
+    try:
+        assert await s.revision() == rev
+        async with s.snapshot() as snap:
+            assert (await snap.get("p/1/")).value == "kept"  # type: ignore[union-attr]
+    finally:
+        await s.close()
+
+
+def test_store_urls_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown store URL"):
+        open_store("mysql://x")
+    with pytest.raises(ValueError, match="no file path"):
+        open_store("sqlite://")
