@@ -19,17 +19,19 @@ work), retrying on conflict.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
 from . import model
 from .store import Conflict, Delete, Guard, Item, Op, Put, Snapshot, Store
-from .tree import Dir, Leaf, Node, build, descend
+from .tree import Dir, Leaf, Node, Scalar, build, descend
 
 _SEP = "\x1f"  # joins leaf paths inside a record; control characters are never in keys
 _MAX_RETRIES = 20
@@ -90,11 +92,15 @@ def doc_path(kind: str, ids: tuple[str, ...]) -> str:
     """The dotted document path of a record, as validation errors name it."""
     if kind == "host":
         return f"hosts.{ids[0]}"
-    return ".".join(f"{c}.{i}" for c, i in zip(COLLECTIONS, ids))
+    return ".".join(f"{c}.{i}" for c, i in zip(COLLECTIONS, ids, strict=False))
 
 
 def iso(t: float) -> str:
-    return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.datetime.fromtimestamp(t, datetime.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def _leaves(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -164,7 +170,9 @@ def _dump(obj: model._Record, kind: str) -> dict[str, Any]:
     return obj.model_dump(exclude=exclude, exclude_none=True, mode="json")
 
 
-def _records(kind: str, ids: tuple[str, ...], obj: model._Record) -> Iterator[tuple[str, tuple[str, ...], dict[str, Any]]]:
+def _records(
+    kind: str, ids: tuple[str, ...], obj: model._Record
+) -> Iterator[tuple[str, tuple[str, ...], dict[str, Any]]]:
     """``(kind, ids, data)`` for a record and every record below it."""
     yield kind, ids, _dump(obj, kind)
     if kind in LEVELS and kind != "unit":
@@ -363,10 +371,12 @@ async def seed_tree(snap: Snapshot, segs: list[str]) -> Node | None:
                 continue
             node = unit_self(rids, rec, recs) if kind == "unit" else Dir(rev=rec.rev, mtime=rec.item.mod_time)
             dirs[tuple(rids)] = parent.add(rids[-1], node)  # type: ignore[assignment]
-    for rids, rec in _by_level(recs, "unit"):
+    peers: dict[tuple[str, ...], list[Scalar]] = {}
+    for rids, _ in _by_level(recs, "unit"):
+        peers.setdefault(tuple(rids[:3]), []).append("/".join(rids))
+    for rids, _ in _by_level(recs, "unit"):
         svc = dirs[tuple(rids[:3])]
-        peers = sorted("/".join(p) for p in dirs if len(p) == 4 and p[:3] == tuple(rids[:3]))
-        dirs[tuple(rids)].add("all_hosts", Leaf(peers, svc.rev, svc.mtime))  # type: ignore[union-attr]
+        dirs[tuple(rids)].add("all_hosts", Leaf(peers[tuple(rids[:3])], svc.rev, svc.mtime))
     return descend(root, segs)
 
 
@@ -528,7 +538,8 @@ class Catalog:
             return await self._commit(plan)
 
         if target.field[0] in COLLECTIONS:
-            raise BadRequest(f"{where}.{target.field[0]}: write each one at {where.replace('.', '/')}/{target.field[0]}/<name>")
+            coll = target.field[0]
+            raise BadRequest(f"{where}.{coll}: write each one at {where.replace('.', '/')}/{coll}/<name>")
         if "json" in content_type or "yaml" in content_type:
             candidates = [parse_body(body, content_type, where)]
         else:
@@ -537,10 +548,8 @@ class Catalog:
             except UnicodeDecodeError:
                 raise BadRequest(f"{where}: body is not UTF-8") from None
             candidates = [text]
-            try:
+            with contextlib.suppress(ValueError):
                 candidates.append(json.loads(text))
-            except ValueError:
-                pass
             candidates.append(text.splitlines())
 
         async def plan_field(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
@@ -579,8 +588,9 @@ class Catalog:
                 data = json.loads(json.dumps(rec.data))
                 _del_in(data, target.field, where)
                 obj = model.validate(KIND_MODEL[target.kind], data, where.split("."))
-                ops, more, n = await self._upsert(snap, [(target.kind, target.ids, _dump(obj, target.kind))], time.time())
-                return ops, guards + more, n
+                record = [(target.kind, target.ids, _dump(obj, target.kind))]
+                writes, more, n = await self._upsert(snap, record, time.time())
+                return writes, guards + more, n
             ops: list[Op] = [Delete(target.key)]
             if target.kind in LEVELS:
                 level = LEVELS.index(target.kind)

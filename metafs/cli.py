@@ -12,8 +12,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .client import ClientError, MetadataClient
 
@@ -87,7 +87,9 @@ def cmd_load(args: argparse.Namespace) -> int:
             raise Failure(f"cannot read {args.file}: {exc.strerror}") from None
         ctype = "application/json" if args.file.endswith(".json") else "application/yaml"
     with _client(args) as c:
-        ans = c.request("POST", "/v1/load", content=doc, headers={"Content-Type": ctype}, params={"format": "json"})
+        ans = c.request(
+            "POST", "/v1/load", content=doc, headers={"Content-Type": ctype}, params={"format": "json"}
+        )
     result = ans.json()
     print(f"loaded {args.file}: revision {result['revision']}, {result['changed']} records changed")
     return 0
@@ -107,8 +109,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import Settings, serve
     from .store import default_store_url
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings(max_wait=args.max_wait, default_wait=min(args.max_wait, 300.0), max_body=args.max_body)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings(
+        max_wait=args.max_wait, default_wait=min(args.max_wait, 300.0), max_body=args.max_body
+    )
     serve(args.listen, args.store or default_store_url(), settings, args.log_level)
     return 0
 
@@ -120,7 +126,9 @@ def _client_options(p: argparse.ArgumentParser) -> None:
         metavar="URL[,URL...]",
         help="metadata server(s), tried in order (default: $METADATA_CONNECTION_URL)",
     )
-    p.add_argument("--token", default=os.environ.get("METAFS_TOKEN"), help="API token (default: $METAFS_TOKEN)")
+    p.add_argument(
+        "--token", default=os.environ.get("METAFS_TOKEN"), help="API token (default: $METAFS_TOKEN)"
+    )
     p.add_argument(
         "--unit",
         default=os.environ.get("DEPLOYMENT_UNIT_ID"),
@@ -149,14 +157,31 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("serve", cmd_serve, "run the metadata server")
-    p.add_argument("--listen", default="127.0.0.1:8500", metavar="HOST:PORT", help="address to listen on (default: %(default)s)")
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:8500",
+        metavar="HOST:PORT",
+        help="address to listen on (default: %(default)s)",
+    )
     p.add_argument(
         "--store",
         metavar="URL",
         help="sqlite:///path/metafs.db (default: $METAFS_STORE, else /var/lib/metafs/metafs.db as root)",
     )
-    p.add_argument("--max-wait", type=float, default=600.0, metavar="SECONDS", help="longest long poll (default: %(default)s)")
-    p.add_argument("--max-body", type=int, default=16 * 1024 * 1024, metavar="BYTES", help="largest write or load document (default: %(default)s)")
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="longest long poll (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-body",
+        type=int,
+        default=16 * 1024 * 1024,
+        metavar="BYTES",
+        help="largest write or load document (default: %(default)s)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     p = add("load", cmd_load, "load a YAML or JSON document, all or nothing")
@@ -184,9 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key", metavar="KEY", help=KEY_HELP)
     _client_options(p)
 
-    p = add("wait", cmd_wait, "block until KEY exists (if it does not) or changes (if it does), then print it")
+    p = add(
+        "wait", cmd_wait, "block until KEY exists (if it does not) or changes (if it does), then print it"
+    )
     p.add_argument("key", metavar="KEY", help=KEY_HELP)
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help="give up after this long, exit 124 (default: %(default)s)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up after this long, exit 124 (default: %(default)s)",
+    )
     _client_options(p)
     return parser
 

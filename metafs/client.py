@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -142,7 +143,9 @@ class MetadataClient:
     def get(self, key: str, unit: str | None = None, as_json: bool = False) -> Answer:
         return self.request("GET", key_path(key, unit), params={"format": "json" if as_json else "text"})
 
-    def put(self, key: str, value: bytes, content_type: str = "text/plain", unit: str | None = None) -> Answer:
+    def put(
+        self, key: str, value: bytes, content_type: str = "text/plain", unit: str | None = None
+    ) -> Answer:
         return self.request("PUT", key_path(key, unit), content=value, headers={"Content-Type": content_type})
 
     def delete(self, key: str, unit: str | None = None) -> Answer:

@@ -24,9 +24,10 @@ import logging
 import re
 import signal
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
@@ -57,7 +58,13 @@ class Settings:
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str, details: list[str] | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.details = details or []
@@ -66,8 +73,8 @@ class HTTPError(Exception):
 
 def wants_json(request: Request) -> bool:
     fmt = request.query_params.get("format")
-    if fmt is not None:
-        return fmt in ("json", "meta")
+    if fmt in ("json", "meta", "text"):
+        return fmt != "text"
     return "application/json" in request.headers.get("accept", "")
 
 
@@ -143,7 +150,11 @@ class MetadataServer:
             routes=[
                 Route("/healthz", self.healthz, methods=["GET", "HEAD"]),
                 Route("/v1/load", self.load, methods=["POST"]),
-                Route("/v1/{rest:path}", self.v1, methods=["GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"]),
+                Route(
+                    "/v1/{rest:path}",
+                    self.v1,
+                    methods=["GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"],
+                ),
             ],
             lifespan=self._lifespan,
         )
@@ -189,7 +200,9 @@ class MetadataServer:
             if not q["index"].isdigit():
                 raise HTTPError(400, f"index={q['index']!r}: expected a revision (a whole number >= 0)")
             index = int(q["index"])
-        wait = min(parse_wait(q["wait"]) if "wait" in q else self.settings.default_wait, self.settings.max_wait)
+        wait = min(
+            parse_wait(q["wait"]) if "wait" in q else self.settings.default_wait, self.settings.max_wait
+        )
 
         async def once() -> tuple[tree.Node | None, Snapshot]:
             async with self.store.snapshot() as snap:
@@ -229,7 +242,11 @@ class MetadataServer:
         if wants_json(request):
             body = json.dumps({"revision": result.revision, "changed": result.changed}) + "\n"
             return Response(body, headers=headers, media_type=JSON)
-        return Response(f"revision {result.revision} ({result.changed} records changed)\n", headers=headers, media_type=TEXT)
+        return Response(
+            f"revision {result.revision} ({result.changed} records changed)\n",
+            headers=headers,
+            media_type=TEXT,
+        )
 
     # -- routes --------------------------------------------------------------------
 
@@ -256,7 +273,9 @@ class MetadataServer:
             raw = request.scope.get("raw_path") or request.scope["path"].encode()
             segs, _ = split_path(raw.split(b"?", 1)[0], "/v1/")
             if not segs:
-                raise HTTPError(404, "no such route: /v1/ (see /v1/kv/, /v1/view/, /v1/accounts/, /v1/hosts/, /v1/units/)")
+                raise HTTPError(
+                    404, "no such route: /v1/ (see /v1/kv/, /v1/view/, /v1/accounts/, /v1/hosts/, /v1/units/)"
+                )
             route, rest = segs[0], segs[1:]
             method = "GET" if request.method == "HEAD" else request.method
             what = "/v1/" + "/".join(segs)
@@ -269,11 +288,19 @@ class MetadataServer:
                 "hosts": lambda snap: catalog.document_tree(snap, segs),
             }
             writable = {"kv", "accounts", "hosts"}
+            if route == "load" and not rest:
+                raise HTTPError(
+                    405, f"{request.method} is not allowed on /v1/load", headers={"Allow": "POST"}
+                )
             if route not in readers:
                 raise HTTPError(404, f"no such route: /v1/{route}/")
             allowed = ["GET", "HEAD"] + (["PUT", "DELETE"] if route in writable else [])
             if method not in allowed:
-                raise HTTPError(405, f"{request.method} is not allowed on /v1/{route}/", headers={"Allow": ", ".join(allowed)})
+                raise HTTPError(
+                    405,
+                    f"{request.method} is not allowed on /v1/{route}/",
+                    headers={"Allow": ", ".join(allowed)},
+                )
             if method == "GET":
                 return await self.read(request, readers[route], what)
             check_query(request, {"format"})

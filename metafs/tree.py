@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Union
+from typing import Any
 
 Scalar = str | int | float | bool
-LeafValue = Union[Scalar, list[Scalar]]
+LeafValue = Scalar | list[Scalar]
 
 
 @dataclass(slots=True)
@@ -30,11 +31,12 @@ class Leaf:
 
 @dataclass(slots=True)
 class Dir:
-    children: dict[str, "Node"] = field(default_factory=dict)
+    children: dict[str, Node] = field(default_factory=dict)
     rev: int = 0
     mtime: float = 0.0
+    seq: bool = False  # made from a list: children are "0", "1", ...; JSON shows a list
 
-    def add(self, name: str, node: "Node") -> "Node":
+    def add(self, name: str, node: Node) -> Node:
         """Add a child and fold its revision and time into this directory's."""
         self.children[name] = node
         if node.rev > self.rev:
@@ -82,8 +84,7 @@ def leaf_bytes(value: LeafValue) -> bytes:
 def listing(node: Dir) -> str:
     """A directory as text: encoded child names, sorted, directories with a ``/``."""
     return "".join(
-        encode_name(n) + ("/" if isinstance(c, Dir) else "") + "\n"
-        for n, c in sorted(node.children.items())
+        encode_name(n) + ("/" if isinstance(c, Dir) else "") + "\n" for n, c in sorted(node.children.items())
     )
 
 
@@ -95,24 +96,27 @@ def to_json(node: Node) -> Any:
     """The subtree as plain JSON values (directories become objects)."""
     if isinstance(node, Leaf):
         return node.value
+    if node.seq:
+        return [to_json(child) for child in node.children.values()]
     return {name: to_json(child) for name, child in node.children.items()}
 
 
 def to_meta(node: Node) -> Any:
-    """The subtree with revision and time on every node: ``{"r", "m", "v"|"c"}``."""
+    """The subtree with revision and time on every node: ``{"r", "m", "v"|"c"}``
+    (``"s": true`` marks a directory made from a list)."""
     if isinstance(node, Leaf):
         return {"r": node.rev, "m": node.mtime, "v": node.value}
-    return {
-        "r": node.rev,
-        "m": node.mtime,
-        "c": {name: to_meta(child) for name, child in node.children.items()},
-    }
+    out = {"r": node.rev, "m": node.mtime, "c": {n: to_meta(c) for n, c in node.children.items()}}
+    if node.seq:
+        out["s"] = True
+    return out
 
 
 def from_meta(data: Any) -> Node:
     """The inverse of :func:`to_meta`."""
     if "c" in data:
-        return Dir({n: from_meta(c) for n, c in data["c"].items()}, data["r"], data["m"])
+        children = {n: from_meta(c) for n, c in data["c"].items()}
+        return Dir(children, data["r"], data["m"], data.get("s", False))
     return Leaf(data["v"], data["r"], data["m"])
 
 
@@ -139,7 +143,7 @@ def build(value: Any, stamp: Stamp, path: tuple[str, ...] = ()) -> Node:
         isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)
     ):
         items = value.items() if isinstance(value, dict) else enumerate(value)
-        d = Dir()
+        d = Dir(seq=isinstance(value, list))
         for k, v in items:
             d.add(str(k), build(v, stamp, (*path, str(k))))
         if not d.children:

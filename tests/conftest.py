@@ -93,9 +93,13 @@ def loaded(http: httpx.Client) -> httpx.Client:
     return http
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     """Run the real `metafs` command line."""
-    full_env = {k: v for k, v in os.environ.items() if k not in ("METADATA_CONNECTION_URL", "DEPLOYMENT_UNIT_ID")}
+    full_env = {
+        k: v for k, v in os.environ.items() if k not in ("METADATA_CONNECTION_URL", "DEPLOYMENT_UNIT_ID")
+    }
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "metafs.cli", *args],

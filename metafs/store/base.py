@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Sequence
 
 
 class StoreError(Exception):
@@ -142,11 +142,3 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections and wake every waiter."""
-
-
-async def read_all(store: Store, prefixes: Sequence[str]) -> AsyncIterator[Item]:
-    """Every live item under ``prefixes`` at one revision (a convenience for tools)."""
-    async with store.snapshot() as snap:
-        for p in prefixes:
-            for item in await snap.range(p):
-                yield item

@@ -16,9 +16,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Sequence
 
 import anyio
 
