@@ -411,6 +411,28 @@ async def document_tree(snap: Snapshot, segs: list[str]) -> Node | None:
     return descend(accounts, segs[1:])
 
 
+async def watch_tree(snap: Snapshot, unit_ids: list[str], with_list: bool) -> Dir:
+    """For each unit, the last revision at which anything its view shows may have changed
+    (``units/<id>``), and when the list of units last changed (``list``). Long-polled,
+    this is how one request keeps many views fresh."""
+    units = Dir()
+    for uid in unit_ids:
+        prefixes = [index_key(uid)]
+        idx = await snap.get(index_key(uid))
+        if idx is not None:
+            a, t, s = idx.value.split("/")
+            prefixes += [record_key("unit", (a, t, s)), record_key("service", (a, t))]
+            prefixes += [record_key("stack", (a, t)), "h/"]
+        rev = max([await snap.last_change(p) for p in prefixes])
+        units.add(uid, Leaf(rev, rev))
+    d = Dir()
+    d.add("units", units)
+    if with_list:
+        rev = await snap.last_change("i/")
+        d.add("list", Leaf(rev, rev))
+    return d
+
+
 async def units_tree(snap: Snapshot) -> Dir:
     """Every unit id, each a leaf holding its seed path (what a host-mode mount lists)."""
     d = Dir()

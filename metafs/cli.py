@@ -1,4 +1,4 @@
-"""The ``metafs`` command line: serve, load, get, ls, put, delete, wait.
+"""The ``metafs`` command line: serve, load, get, ls, put, delete, wait, mount, umount.
 
 Exit status: 0 on success; 1 with a one-line message on stderr when something failed
 (server unreachable, not found, invalid input); 2 for a usage error; 124 when ``wait``
@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -119,6 +120,90 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mount(args: argparse.Namespace) -> int:
+    from . import mount
+
+    if not args.server:
+        raise Failure("no server given: use --server URL or set METADATA_CONNECTION_URL")
+    if args.foreground:
+        return _mount_foreground(args)
+    log_file = Path(args.log_file) if args.log_file else mount.default_log_file(args.mountpoint)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    read_fd, write_fd = os.pipe()
+    cmd = [sys.executable, "-m", "metafs.cli", "mount", args.mountpoint, "--foreground"]
+    cmd += ["--ready-fd", str(write_fd), "--server", args.server, "--log-file", str(log_file)]
+    cmd += ["--fetch-timeout", str(args.fetch_timeout), "--cache-timeout", str(args.cache_timeout)]
+    if args.unit:
+        cmd += ["--unit", args.unit]
+    env = dict(os.environ)
+    if args.token:
+        env["METAFS_TOKEN"] = args.token  # not on the command line, where ps would show it
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            pass_fds=(write_fd,),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env=env,
+        )
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as ready:
+        message = ready.readline().decode().strip()  # EOF if the daemon dies first
+    if message == "ok":
+        return 0
+    if not message:
+        code = proc.wait()
+        message = f"the mount daemon exited with status {code}; see {log_file}"
+    raise Failure(message.removeprefix("error: "))
+
+
+def _mount_foreground(args: argparse.Namespace) -> int:
+    import trio
+
+    from . import mount
+
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if args.log_file:
+        handlers = [logging.FileHandler(args.log_file)]
+    fmt = f"%(asctime)s %(levelname)s metafs[{os.getpid()}] {args.mountpoint}: %(message)s"
+    logging.basicConfig(level=args.log_level.upper(), format=fmt, handlers=handlers)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    ready_file = os.fdopen(args.ready_fd, "w") if args.ready_fd is not None else None
+
+    def ready(message: str) -> None:
+        if ready_file is not None and not ready_file.closed:
+            ready_file.write(message + "\n")
+            ready_file.close()
+
+    opts = mount.MountOptions(
+        mountpoint=args.mountpoint,
+        servers=args.server,
+        unit=args.unit,
+        token=args.token,
+        fetch_timeout=args.fetch_timeout,
+        cache_timeout=args.cache_timeout,
+    )
+    try:
+        trio.run(mount.run, opts, ready)
+    except (mount.MountError, ClientError) as exc:
+        logging.getLogger("metafs.mount").error("%s", exc)
+        ready(f"error: {exc}")
+        raise Failure(str(exc)) from None
+    return 0
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    from . import mount
+
+    try:
+        mount.unmount(args.mountpoint, lazy=args.lazy)
+    except mount.MountError as exc:
+        raise Failure(str(exc)) from None
+    return 0
+
+
 def _client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--server",
@@ -221,6 +306,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up after this long, exit 124 (default: %(default)s)",
     )
     _client_options(p)
+
+    p = add("mount", cmd_mount, "mount the metadata as a read-only filesystem; returns once it is ready")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    _client_options(p)
+    p.add_argument("--foreground", action="store_true", help="stay in the foreground (for systemd)")
+    p.add_argument(
+        "--fetch-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long a first access waits for a view before EIO (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cache-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long the kernel may cache entries and attributes; changes invalidate them at once"
+        " (default: %(default)s)",
+    )
+    p.add_argument(
+        "--log-file", metavar="PATH", help="daemon log (default: /var/log/metafs/mount-<path>.log)"
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+
+    p = add("umount", cmd_umount, "unmount a metafs filesystem")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.add_argument("--lazy", action="store_true", help="detach now even if files are open (fusermount3 -uz)")
     return parser
 
 

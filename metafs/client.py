@@ -97,17 +97,42 @@ def _error_message(resp: httpx.Response) -> str:
         return resp.text.strip().replace("\n", "; ") or resp.reason_phrase
 
 
-class MetadataClient:
-    """A synchronous client; tries each server in turn when one does not answer."""
+class _Base:
+    """What the sync and async clients share: servers, headers, failover order, errors."""
 
     def __init__(self, servers: str | list[str], token: str | None = None, timeout: float = 10.0) -> None:
         self.roots = server_roots(servers)
-        headers = dict(FLAVOR_HEADER)
+        self.headers = dict(FLAVOR_HEADER)
         if token:
-            headers["Authorization"] = f"Bearer {token}"
+            self.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
-        self._http = httpx.Client(headers=headers, timeout=timeout)
         self._current = 0
+
+    def _urls(self, path: str) -> Iterator[tuple[int, str]]:
+        """Each server in turn, starting with the one that answered last."""
+        n = len(self.roots)
+        for i in range(n):
+            j = (self._current + i) % n
+            yield j, self.roots[j] + path
+
+    def _answer(self, j: int, resp: httpx.Response, ok: tuple[int, ...]) -> Answer:
+        self._current = j
+        if resp.status_code not in ok:
+            raise ClientError(f"{_error_message(resp)} (HTTP {resp.status_code})", resp.status_code)
+        index = int(resp.headers.get("x-metafs-index", "0") or 0)
+        return Answer(resp.status_code, resp.content, index, resp.headers)
+
+    @staticmethod
+    def _unreachable(errors: list[str]) -> ClientError:
+        return ClientError("server unreachable: " + "; ".join(errors))
+
+
+class MetadataClient(_Base):
+    """A synchronous client; tries each server in turn when one does not answer."""
+
+    def __init__(self, servers: str | list[str], token: str | None = None, timeout: float = 10.0) -> None:
+        super().__init__(servers, token, timeout)
+        self._http = httpx.Client(headers=self.headers, timeout=timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -118,27 +143,18 @@ class MetadataClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _urls(self, path: str) -> Iterator[str]:
-        n = len(self.roots)
-        for i in range(n):
-            yield self.roots[(self._current + i) % n] + path
-
     def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kw: Any) -> Answer:
         """Send a request to the first server that answers; raise :class:`ClientError`
         for a status outside ``ok``."""
         errors = []
-        for i, url in enumerate(self._urls(path)):
+        for j, url in self._urls(path):
             try:
                 resp = self._http.request(method, url, **kw)
             except httpx.TransportError as exc:
                 errors.append(f"{url}: {exc or type(exc).__name__}")
                 continue
-            self._current = (self._current + i) % len(self.roots)
-            if resp.status_code not in ok:
-                raise ClientError(f"{_error_message(resp)} (HTTP {resp.status_code})", resp.status_code)
-            index = int(resp.headers.get("x-metafs-index", "0") or 0)
-            return Answer(resp.status_code, resp.content, index, resp.headers)
-        raise ClientError("server unreachable: " + "; ".join(errors))
+            return self._answer(j, resp, ok)
+        raise self._unreachable(errors)
 
     def get(self, key: str, unit: str | None = None, as_json: bool = False) -> Answer:
         return self.request("GET", key_path(key, unit), params={"format": "json" if as_json else "text"})
@@ -174,3 +190,44 @@ class MetadataClient:
                 return ans
             index = max(index, ans.index)
         return None
+
+
+class AsyncMetadataClient(_Base):
+    """The asynchronous client (anyio: runs under trio in the filesystem daemon)."""
+
+    def __init__(self, servers: str | list[str], token: str | None = None, timeout: float = 10.0) -> None:
+        super().__init__(servers, token, timeout)
+        self._http = httpx.AsyncClient(headers=self.headers, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kw: Any) -> Answer:
+        errors = []
+        for j, url in self._urls(path):
+            try:
+                resp = await self._http.request(method, url, **kw)
+            except httpx.TransportError as exc:
+                errors.append(f"{url}: {exc or type(exc).__name__}")
+                continue
+            if resp.status_code >= 500 and len(self.roots) > 1:
+                errors.append(f"{url}: HTTP {resp.status_code}")
+                continue
+            return self._answer(j, resp, ok)
+        raise self._unreachable(errors)
+
+    async def view(self, unit_id: str) -> Answer:
+        """A unit's whole view with revisions and times (``?format=meta``); 404 allowed."""
+        return await self.request(
+            "GET", f"/v1/view/{quote(unit_id, safe='')}/", ok=(200, 404), params={"format": "meta"}
+        )
+
+    async def units(self) -> Answer:
+        return await self.request("GET", "/v1/units/", params={"format": "meta"})
+
+    async def watch(self, unit_ids: list[str], with_list: bool, index: int, wait: float) -> Answer:
+        """Long-poll until a view among ``unit_ids`` (or the unit list) changes after ``index``."""
+        params = {"units": ",".join(unit_ids), "list": "1" if with_list else "0", "index": str(index)}
+        params["wait"] = f"{wait:.3f}"
+        params["format"] = "json"
+        return await self.request("GET", "/v1/watch", params=params, timeout=wait + self.timeout)

@@ -5,6 +5,8 @@ Routes (``<...>`` is one path segment, percent-decoded once):
 - ``GET /v1/kv/<account>/<stack>/<service>/<unit>/<key...>`` the seed's layout;
 - ``GET /v1/view/<unit>/<path...>`` a unit's view, the tree the filesystem shows;
 - ``GET /v1/units/`` every unit id (a host-mode mount lists these);
+- ``GET /v1/watch?units=<id>,<id>&list=1`` when each unit's view (and the list of units)
+  last changed: long-polled, one request keeps many views fresh;
 - ``GET|PUT|DELETE /v1/accounts/...``, ``/v1/hosts/...`` the document API;
   ``PUT|DELETE`` on ``/v1/kv/...`` write the same records by their seed path;
 - ``POST /v1/load`` a whole load document, all or nothing;
@@ -55,6 +57,7 @@ class Settings:
     max_wait: float = 600.0  # a long poll never waits longer than this (seconds)
     default_wait: float = 300.0  # how long ``?index=`` waits when ``wait`` is not given
     max_body: int = 16 * 1024 * 1024  # bytes in a write or a load document
+    max_watch: int = 10_000  # units in one /v1/watch
 
 
 class HTTPError(Exception):
@@ -191,9 +194,11 @@ class MetadataServer:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def read(self, request: Request, resolve: Resolver, what: str) -> Response:
+    async def read(
+        self, request: Request, resolve: Resolver, what: str, params: frozenset[str] = frozenset()
+    ) -> Response:
         """Answer a read: resolve a tree node, long-poll if asked, render, add headers."""
-        check_query(request, {"format", "index", "wait"})
+        check_query(request, {"format", "index", "wait", *params})
         q = request.query_params
         index: int | None = None
         if "index" in q:
@@ -292,7 +297,7 @@ class MetadataServer:
                 raise HTTPError(
                     405, f"{request.method} is not allowed on /v1/load", headers={"Allow": "POST"}
                 )
-            if route not in readers:
+            if route not in readers and route != "watch":
                 raise HTTPError(404, f"no such route: /v1/{route}/")
             allowed = ["GET", "HEAD"] + (["PUT", "DELETE"] if route in writable else [])
             if method not in allowed:
@@ -301,6 +306,8 @@ class MetadataServer:
                     f"{request.method} is not allowed on /v1/{route}/",
                     headers={"Allow": ", ".join(allowed)},
                 )
+            if method == "GET" and route == "watch":
+                return await self._watch(request, rest)
             if method == "GET":
                 return await self.read(request, readers[route], what)
             check_query(request, {"format"})
@@ -312,6 +319,24 @@ class MetadataServer:
             return self.written(request, result)
 
         return await self._guard(request, handle)
+
+    async def _watch(self, request: Request, rest: list[str]) -> Response:
+        if rest:
+            raise HTTPError(404, "no such route: /v1/watch/" + "/".join(rest))
+        units = [u for u in request.query_params.get("units", "").split(",") if u]
+        for u in units:
+            try:
+                model.check_name(u)
+            except ValueError as exc:
+                raise HTTPError(400, f"units: {exc}") from None
+        if len(units) > self.settings.max_watch:
+            raise HTTPError(400, f"units: at most {self.settings.max_watch} units in one watch")
+        with_list = request.query_params.get("list", "0") not in ("0", "false", "")
+
+        async def resolve(snap: Snapshot) -> tree.Node:
+            return await catalog.watch_tree(snap, units, with_list)
+
+        return await self.read(request, resolve, "/v1/watch", frozenset({"units", "list"}))
 
     async def _view(self, snap: Snapshot, rest: list[str]) -> tree.Node | None:
         if not rest:

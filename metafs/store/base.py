@@ -104,6 +104,17 @@ class Snapshot(abc.ABC):
                 return item
         return None
 
+    async def last_change(self, prefix: str) -> int:
+        """The last revision at which anything under ``prefix`` changed (0: never)."""
+        changed = await self._last_change(prefix)
+        self.prefixes.append(prefix)
+        self.changed = max(self.changed, changed)
+        return changed
+
+    async def _last_change(self, prefix: str) -> int:
+        """Backends may answer this without reading the values."""
+        return (await self._range(prefix)).changed
+
     @abc.abstractmethod
     async def _range(self, prefix: str) -> Range: ...
 

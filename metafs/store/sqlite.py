@@ -76,6 +76,15 @@ class _SqliteSnapshot(Snapshot):
                 changed, changed_time = m, t
         return Range(items, changed, changed_time)
 
+    async def _last_change(self, prefix: str) -> int:
+        try:
+            (changed,) = self._conn.execute(
+                "SELECT max(mod_rev) FROM kv WHERE key >= ? AND key < ?", (prefix, prefix_end(prefix))
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite read failed: {exc}") from exc
+        return int(changed or 0)
+
 
 class SqliteStore(Store):
     """A :class:`Store` in one SQLite file."""
@@ -193,7 +202,7 @@ class SqliteStore(Store):
     async def wait(self, prefixes: Sequence[str], after: int, timeout: float) -> int | None:
         async with self.snapshot() as snap:
             for p in prefixes:
-                await snap.range(p)
+                await snap.last_change(p)
             if snap.changed > after:
                 return snap.changed
         # No await between the check above and registering: a commit's notification runs

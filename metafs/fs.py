@@ -1,0 +1,332 @@
+"""The FUSE filesystem (pyfuse3 on trio): unit views as read-only files.
+
+Organised like pyfuse3's ``examples/tmpfs.py``: an inode table (one stable inode number
+per path for the life of the mount), small async handlers that answer from the cached
+views, and invalidation of exactly what changed. Handlers only wait on the network the
+first time a view is touched (bounded by the cache's ``fetch_timeout``).
+
+Paths are tuples of raw names; in host mode the first element is the unit id, in unit
+mode the root is the unit's view.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import select
+import stat
+import time
+from dataclasses import dataclass
+
+import pyfuse3
+
+from .tree import Dir, Leaf, Node, decode_name, descend, encode_name, leaf_bytes
+from .viewcache import ViewCache, ViewMissing, ViewUnavailable
+
+log = logging.getLogger("metafs.fs")
+
+Path = tuple[str, ...]
+DIR_MODE = stat.S_IFDIR | 0o555
+FILE_MODE = stat.S_IFREG | 0o444
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+@dataclass(slots=True)
+class _Open:
+    ino: int
+    seen: object  # for the `revision` file: the value this open file last reported
+
+
+def _erofs() -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(errno.EROFS)
+
+
+class MetaFS(pyfuse3.Operations):
+    """Read-only views of units; live, by invalidation of the kernel's caches."""
+
+    def __init__(self, cache: ViewCache, unit: str | None = None, cache_timeout: float = 300.0) -> None:
+        super().__init__()
+        self.cache = cache
+        cache.on_view = self.view_changed
+        cache.on_list = self.list_changed
+        self.unit = unit
+        self.timeout = cache_timeout
+        self.started = time.time()
+        self._inos: dict[Path, int] = {}
+        self._paths: dict[int, Path] = {}
+        self._next_ino = itertools.count(pyfuse3.ROOT_INODE + 1)
+        self._bind((unit,) if unit else (), pyfuse3.ROOT_INODE)
+        self._open: dict[int, _Open] = {}
+        self._next_fh = itertools.count(1)
+        self._pollers: dict[int, dict[int, pyfuse3.PollHandle]] = {}
+        self.invalidations = 0
+        #: set once the kernel session exists: invalidations before that have no target
+        self.live = False
+
+    # -- the inode table -----------------------------------------------------------
+
+    def _bind(self, path: Path, ino: int) -> int:
+        self._inos[path] = ino
+        self._paths[ino] = path
+        return ino
+
+    def _ino(self, path: Path) -> int:
+        ino = self._inos.get(path)
+        return ino if ino is not None else self._bind(path, next(self._next_ino))
+
+    def _path(self, ino: int) -> Path:
+        path = self._paths.get(ino)
+        if path is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return path
+
+    # -- resolving paths to nodes ----------------------------------------------------
+
+    async def _node(self, path: Path, fetch: bool = False) -> Node | None:
+        """The node at ``path``; None for host mode's synthetic directories (the root, and
+        a unit whose view is not fetched yet unless ``fetch``). Raises ENOENT or EIO."""
+        if not path:
+            return None
+        if self.unit is None and len(path) == 1:
+            if path[0] not in self.cache.units.children:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            view = self.cache.cached(path[0])
+            if view is not None or not fetch:
+                return view.root if view else None
+        try:
+            view = await self.cache.get(path[0])
+        except ViewMissing:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        except ViewUnavailable:
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        node = descend(view.root, path[1:])
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return node
+
+    def _attrs(self, path: Path, node: Node | None) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = self._ino(path)
+        e.generation = 0
+        e.entry_timeout = self.timeout
+        e.attr_timeout = self.timeout
+        e.st_uid = e.st_gid = 0
+        e.st_blksize = 4096
+        if isinstance(node, Leaf):
+            size = len(leaf_bytes(node.value))
+            e.st_mode, e.st_nlink, e.st_size = FILE_MODE, 1, size
+            e.st_blocks = (size + 511) // 512
+        else:
+            e.st_mode, e.st_nlink, e.st_size = DIR_MODE, 2, 0
+        if node is not None:
+            mtime = node.mtime
+        elif path:  # a unit in host mode, not fetched yet: when it was listed
+            listed = self.cache.units.children.get(path[0])
+            mtime = listed.mtime if listed else self.started
+        else:
+            mtime = self.cache.units.mtime or self.started
+        e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = int(mtime * 1e9)
+        return e
+
+    def _children(self, path: Path, node: Node | None) -> list[tuple[str, Node | None]]:
+        if isinstance(node, Dir):
+            return sorted(node.children.items(), key=lambda kv: encode_name(kv[0]))
+        if isinstance(node, Leaf):
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        if not path:  # host mode's root: one directory per unit
+            return [(uid, None) for uid in sorted(self.cache.units.children)]
+        raise pyfuse3.FUSEError(errno.EIO)
+
+    # -- handlers --------------------------------------------------------------------
+
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext | None = None
+    ) -> pyfuse3.EntryAttributes:
+        text = os.fsdecode(name)
+        try:
+            raw = decode_name(text)
+        except UnicodeDecodeError:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        if encode_name(raw) != text:  # only the one spelling a name is shown with
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        path = (*self._path(parent_inode), raw)
+        return self._attrs(path, await self._node(path))
+
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
+        path = self._path(inode)
+        return self._attrs(path, await self._node(path))
+
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = await self._node(self._path(inode), fetch=True)
+        if isinstance(node, Leaf):
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return inode
+
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        path = self._path(fh)
+        node = await self._node(path, fetch=True)
+        entries = self._children(path, node)
+        for i in range(start_id, len(entries)):
+            name, child = entries[i]
+            child_path = (*path, name)
+            if child is None and self.unit is None and not path:
+                view = self.cache.cached(name)
+                child = view.root if view else None
+            if not pyfuse3.readdir_reply(
+                token, os.fsencode(encode_name(name)), self._attrs(child_path, child), i + 1
+            ):
+                return
+
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if flags & _WRITE_FLAGS:
+            raise _erofs()
+        node = await self._node(self._path(inode))
+        if not isinstance(node, Leaf):
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        fh = next(self._next_fh)
+        self._open[fh] = _Open(inode, node.value)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self._open.get(fh)
+        if handle is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        try:
+            node = await self._node(self._path(handle.ino))
+        except pyfuse3.FUSEError as exc:
+            raise pyfuse3.FUSEError(errno.ESTALE if exc.errno == errno.ENOENT else exc.errno) from None
+        if not isinstance(node, Leaf):
+            raise pyfuse3.FUSEError(errno.ESTALE)
+        handle.seen = node.value
+        return leaf_bytes(node.value)[off : off + size]
+
+    async def flush(self, fh: int) -> None:
+        raise pyfuse3.FUSEError(errno.ENOSYS)  # nothing to flush: the kernel stops asking
+
+    async def release(self, fh: int) -> None:
+        handle = self._open.pop(fh, None)
+        if handle is not None:
+            self._pollers.get(handle.ino, {}).pop(fh, None)
+
+    async def poll(
+        self, inode: int, fh: int, poll_handle: pyfuse3.PollHandle | None, ctx: pyfuse3.RequestContext
+    ) -> int:
+        """Always readable; POLLPRI once the value changed since this open file last read
+        it (like sysfs): a program sleeps in poll() on ``revision`` until its view changes."""
+        ready = select.POLLIN | select.POLLRDNORM
+        handle = self._open.get(fh)
+        if handle is None:
+            return ready
+        node = await self._node(self._path(inode))
+        if isinstance(node, Leaf) and node.value != handle.seen:
+            return ready | select.POLLPRI
+        if poll_handle is not None:
+            self._pollers.setdefault(inode, {})[fh] = poll_handle
+        return ready
+
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_blocks = s.f_bfree = s.f_bavail = 0
+        s.f_files = len(self._paths)
+        s.f_ffree = s.f_favail = 0
+        s.f_namemax = 255
+        return s
+
+    # every change is refused: the mount is read-only
+    async def setattr(self, *args: object) -> pyfuse3.EntryAttributes:
+        raise _erofs()
+
+    async def mknod(self, *args: object) -> pyfuse3.EntryAttributes:
+        raise _erofs()
+
+    async def mkdir(self, *args: object) -> pyfuse3.EntryAttributes:
+        raise _erofs()
+
+    async def create(self, *args: object) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        raise _erofs()
+
+    async def symlink(self, *args: object) -> pyfuse3.EntryAttributes:
+        raise _erofs()
+
+    async def link(self, *args: object) -> pyfuse3.EntryAttributes:
+        raise _erofs()
+
+    async def unlink(self, *args: object) -> None:
+        raise _erofs()
+
+    async def rmdir(self, *args: object) -> None:
+        raise _erofs()
+
+    async def rename(self, *args: object) -> None:
+        raise _erofs()
+
+    async def write(self, *args: object) -> int:
+        raise _erofs()
+
+    async def setxattr(self, *args: object) -> None:
+        raise _erofs()
+
+    async def removexattr(self, *args: object) -> None:
+        raise _erofs()
+
+    # -- invalidation (called by the view cache's watcher, never from a handler) ---------
+
+    def view_changed(self, unit_id: str, old: Dir | None, new: Dir | None) -> None:
+        base: Path = (unit_id,)
+        self._diff(base, old, new)
+        rev_ino = self._inos.get((*base, "revision"))
+        if rev_ino is not None:
+            for ph in self._pollers.pop(rev_ino, {}).values():
+                ph.notify()
+
+    def list_changed(self, old: Dir, new: Dir) -> None:
+        if self.unit is not None:
+            return
+        for uid in old.children.keys() ^ new.children.keys():
+            self._inval_entry((), uid)
+        self._inval_inode(pyfuse3.ROOT_INODE)
+
+    def _diff(self, path: Path, old: Node | None, new: Node | None) -> None:
+        ino = self._inos.get(path)
+        if ino is None:
+            return  # the kernel never saw this path, nor anything below it
+        if isinstance(old, Leaf) and isinstance(new, Leaf):
+            if (old.value, old.mtime) != (new.value, new.mtime):
+                self._inval_inode(ino)
+            return
+        if not (isinstance(old, Dir) and isinstance(new, Dir)):
+            return
+        if (old.rev, old.mtime) != (new.rev, new.mtime):
+            self._inval_inode(ino, attr_only=True)
+        for name in old.children.keys() | new.children.keys():
+            o, n = old.children.get(name), new.children.get(name)
+            if o is None or n is None or type(o) is not type(n):
+                self._inval_entry(path, name)
+                if o is not None and n is not None:  # a file became a directory: new inode
+                    stale = self._inos.pop((*path, name), None)
+                    if stale is not None:
+                        self._paths.pop(stale, None)
+            else:
+                self._diff((*path, name), o, n)
+
+    def _inval_inode(self, ino: int, attr_only: bool = False) -> None:
+        if not self.live:
+            return
+        self.invalidations += 1
+        try:
+            pyfuse3.invalidate_inode(ino, attr_only)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:  # ENOENT: the kernel does not cache it
+                log.warning("invalidate inode %d: %s", ino, exc)
+
+    def _inval_entry(self, parent: Path, name: str) -> None:
+        parent_ino = self._inos.get(parent)
+        if parent_ino is not None and self.live:
+            self.invalidations += 1
+            pyfuse3.invalidate_entry_async(parent_ino, os.fsencode(encode_name(name)), ignore_enoent=True)

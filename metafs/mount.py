@@ -1,0 +1,160 @@
+"""Mounting and unmounting: the mount daemon's life, from a clean mountpoint to a clean exit.
+
+``metafs mount`` starts this daemon in its own session and returns once the filesystem
+is mounted (the daemon reports "ok" or its error through a pipe); ``--foreground`` runs
+it in place for systemd. SIGTERM, SIGINT and ``metafs umount`` unmount cleanly. A dead
+mount left by a crashed daemon ("Transport endpoint is not connected") is detached and
+replaced.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from .client import AsyncMetadataClient, ClientError, unit_id_of
+from .fs import MetaFS
+from .viewcache import ViewCache
+
+log = logging.getLogger("metafs.mount")
+
+FSNAME = "metafs"
+
+
+class MountError(Exception):
+    """The mount could not be made (one line, for stderr)."""
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    mountpoint: str
+    servers: str
+    unit: str | None = None
+    token: str | None = None
+    fetch_timeout: float = 5.0
+    cache_timeout: float = 300.0
+    poll_wait: float = 55.0
+
+
+def fusermount() -> str:
+    exe = shutil.which("fusermount3") or shutil.which("fusermount")
+    if exe is None:
+        raise MountError("fusermount3 not found: install the fuse3 package")
+    return exe
+
+
+def mount_fstype(mountpoint: str) -> str | None:
+    """The filesystem type mounted at ``mountpoint`` (last mount wins), or None."""
+    target = os.path.realpath(mountpoint)
+    fstype = None
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 2 and fields[1].encode().decode("unicode_escape") == target:
+                fstype = fields[2]
+    return fstype
+
+
+def prepare_mountpoint(mountpoint: str) -> None:
+    """Make ``mountpoint`` ready: detach a dead FUSE mount, refuse a live metafs one."""
+    try:
+        st = os.stat(mountpoint)
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise MountError(f"{mountpoint}: {exc.strerror}") from None
+        log.warning("%s: dead mount from an earlier daemon; detaching it", mountpoint)
+        subprocess.run([fusermount(), "-uz", mountpoint], check=False, capture_output=True)
+        try:
+            st = os.stat(mountpoint)
+        except OSError as exc2:
+            raise MountError(f"{mountpoint}: cannot detach the dead mount: {exc2.strerror}") from None
+    if not os.path.isdir(mountpoint):
+        raise MountError(f"{mountpoint}: not a directory")
+    del st
+    if mount_fstype(mountpoint) == f"fuse.{FSNAME}":
+        raise MountError(f"{mountpoint}: a metafs filesystem is already mounted here")
+
+
+def unmount(mountpoint: str, lazy: bool = False) -> None:
+    """Unmount a metafs mount (``lazy``: detach now even if busy)."""
+    try:
+        os.stat(mountpoint)
+        dead = False
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise MountError(f"{mountpoint}: {exc.strerror}") from None
+        dead = True
+    fstype = mount_fstype(mountpoint)
+    if fstype is None or not fstype.startswith("fuse"):
+        raise MountError(f"{mountpoint}: not a metafs mount")
+    args = [fusermount(), "-uz" if lazy or dead else "-u", mountpoint]
+    r = subprocess.run(args, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        msg = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"
+        raise MountError(f"{mountpoint}: {msg} (try --lazy)")
+
+
+async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
+    """Mount and serve until unmounted or signalled; ``ready("ok")`` once mounted."""
+    prepare_mountpoint(opts.mountpoint)
+    client = AsyncMetadataClient(opts.servers, opts.token)
+    unit = unit_id_of(opts.unit) if opts.unit else None
+    cache = ViewCache(
+        client, host_mode=unit is None, fetch_timeout=opts.fetch_timeout, poll_wait=opts.poll_wait
+    )
+    fs = MetaFS(cache, unit, opts.cache_timeout)
+    if unit is None:
+        try:
+            with trio.fail_after(opts.fetch_timeout):
+                await cache.load_units()
+        except (ClientError, trio.TooSlowError) as exc:
+            log.warning("unit list not fetched (%s); starting empty, retrying in the background", exc)
+    options = set(pyfuse3.default_options)
+    options |= {f"fsname={FSNAME}", f"subtype={FSNAME}", "ro", "allow_other", "nosuid", "nodev", "noatime"}
+    try:
+        pyfuse3.init(fs, opts.mountpoint, options)
+    except RuntimeError as exc:
+        raise MountError(f"{opts.mountpoint}: mount failed: {exc}") from None
+    fs.live = True
+    log.info(
+        "mounted %s (%s) from %s", opts.mountpoint, f"unit {unit}" if unit else "host mode", opts.servers
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(cache.run)
+            nursery.start_soon(_serve, nursery)
+            nursery.start_soon(_signals, nursery)
+            ready("ok")
+    finally:
+        pyfuse3.close(unmount=True)
+        await client.aclose()
+        log.info("unmounted %s", opts.mountpoint)
+
+
+async def _serve(nursery: trio.Nursery) -> None:
+    await pyfuse3.main()  # returns when the filesystem is unmounted from outside
+    nursery.cancel_scope.cancel()
+
+
+async def _signals(nursery: trio.Nursery) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for sig in signals:
+            log.info("%s: unmounting", signal.Signals(sig).name)
+            nursery.cancel_scope.cancel()
+            return
+
+
+def default_log_file(mountpoint: str) -> Path:
+    base = Path("/var/log/metafs") if os.geteuid() == 0 else Path.home() / ".cache" / "metafs"
+    name = os.path.realpath(mountpoint).strip("/").replace("/", "-") or "root"
+    return base / f"mount-{name}.log"

@@ -1,0 +1,247 @@
+"""Unit views for the filesystem: fetched lazily, whole, and kept fresh by one long poll.
+
+A view is fetched on first access, in one request (``/v1/view/<unit>/?format=meta``).
+One watcher task then long-polls ``/v1/watch`` for every cached view at once (and, in
+host mode, for the list of units) and refetches exactly the views that changed, handing
+old and new trees to the filesystem so that it can invalidate the kernel's caches.
+
+When the server is away, cached views keep being served (stale) while the watcher retries
+with backoff; a view never fetched fails after ``fetch_timeout`` instead of hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from .client import AsyncMetadataClient, ClientError
+from .tree import Dir, from_meta
+
+log = logging.getLogger("metafs.views")
+
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+
+
+class ViewUnavailable(Exception):
+    """The view could not be fetched in time (the filesystem answers EIO)."""
+
+
+class ViewMissing(Exception):
+    """The server has no such unit (the filesystem answers ENOENT)."""
+
+
+@dataclass(slots=True)
+class View:
+    unit_id: str
+    root: Dir
+    #: the store revision this view was read at: the watcher refetches it when the
+    #: server reports a change to anything it shows after this revision
+    seen: int
+
+
+@dataclass(slots=True)
+class _Fetch:
+    done: trio.Event = field(default_factory=trio.Event)
+    missing: bool = False
+
+
+#: callbacks into the filesystem: a view changed (old, new; new None when deleted) and
+#: the list of units changed (old, new)
+ViewChanged = Callable[[str, Dir | None, Dir | None], None]
+ListChanged = Callable[[Dir, Dir], None]
+
+
+class ViewCache:
+    """The views a mount has touched, and the watcher that keeps them fresh."""
+
+    def __init__(
+        self,
+        client: AsyncMetadataClient,
+        *,
+        host_mode: bool,
+        fetch_timeout: float = 5.0,
+        poll_wait: float = 55.0,
+        on_view: ViewChanged | None = None,
+        on_list: ListChanged | None = None,
+    ) -> None:
+        self.client = client
+        self.host_mode = host_mode
+        self.fetch_timeout = fetch_timeout
+        self.poll_wait = poll_wait
+        self.on_view = on_view or (lambda uid, old, new: None)
+        self.on_list = on_list or (lambda old, new: None)
+        self.views: dict[str, View] = {}
+        self.units = Dir()  # host mode: every unit id the server lists
+        self.units_seen = 0
+        self.stale_since: float | None = None
+        self._fetches: dict[str, _Fetch] = {}
+        self._poll_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._index = 0
+
+    # -- reads (called from filesystem handlers) -------------------------------------
+
+    def cached(self, unit_id: str) -> View | None:
+        return self.views.get(unit_id)
+
+    async def get(self, unit_id: str) -> View:
+        """The view of ``unit_id``: at once when cached, else fetched (bounded wait)."""
+        view = self.views.get(unit_id)
+        if view is not None:
+            return view
+        fetch = self._fetches.get(unit_id)
+        if fetch is None:
+            assert self._nursery is not None, "ViewCache.run() is not running"
+            fetch = self._fetches[unit_id] = _Fetch()
+            self._nursery.start_soon(self._first_fetch, unit_id, fetch)
+        with trio.move_on_after(self.fetch_timeout):
+            await fetch.done.wait()
+        if unit_id in self.views:
+            return self.views[unit_id]
+        if fetch.missing:
+            raise ViewMissing(unit_id)
+        raise ViewUnavailable(unit_id)
+
+    async def _first_fetch(self, unit_id: str, fetch: _Fetch) -> None:
+        deadline = trio.current_time() + self.fetch_timeout
+        delay = BACKOFF_MIN
+        try:
+            while True:
+                try:
+                    view = await self._fetch(unit_id)
+                except ClientError as exc:
+                    if trio.current_time() + delay > deadline:
+                        log.warning("view %s: not fetched within %.1fs: %s", unit_id, self.fetch_timeout, exc)
+                        return
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
+                    continue
+                if view is None:
+                    fetch.missing = True
+                else:
+                    self.views[unit_id] = view
+                    self._restart_poll()
+                return
+        finally:
+            del self._fetches[unit_id]
+            fetch.done.set()
+
+    async def _fetch(self, unit_id: str) -> View | None:
+        ans = await self.client.view(unit_id)
+        if ans.status == 404:
+            return None
+        seen = int(ans.headers.get("x-metafs-revision", "0"))
+        root = from_meta(ans.json())
+        assert isinstance(root, Dir)
+        return View(unit_id, root, seen)
+
+    async def load_units(self) -> None:
+        """Fetch the list of units (host mode), telling the filesystem what changed."""
+        ans = await self.client.units()
+        new = from_meta(ans.json())
+        assert isinstance(new, Dir)
+        old, self.units = self.units, new
+        self.units_seen = int(ans.headers.get("x-metafs-revision", "0"))
+        self.on_list(old, new)
+        for uid in [u for u in self.views if u not in new.children]:
+            self._drop(uid)
+
+    def _drop(self, unit_id: str) -> None:
+        old = self.views.pop(unit_id, None)
+        if old is not None:
+            log.info("view %s: unit deleted", unit_id)
+            self.on_view(unit_id, old.root, None)
+
+    # -- the watcher -------------------------------------------------------------------
+
+    def _restart_poll(self) -> None:
+        """A view joined: the running long poll does not cover it, so start another."""
+        if self._poll_scope is not None:
+            self._poll_scope.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve fetches and keep every cached view fresh, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await self._watch()
+
+    @property
+    def stale(self) -> bool:
+        return self.stale_since is not None
+
+    async def _watch(self) -> None:
+        delay = BACKOFF_MIN
+        while True:
+            units = sorted(self.views)
+            if not units and not self.host_mode:
+                with trio.CancelScope() as self._poll_scope:
+                    await trio.sleep_forever()
+                continue
+            ans = None
+            with trio.CancelScope() as self._poll_scope:
+                try:
+                    ans = await self.client.watch(units, self.host_mode, self._index, self.poll_wait)
+                except ClientError as exc:
+                    self._went_stale(exc)
+            self._poll_scope = None
+            if ans is None:
+                if self.stale:
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            data = ans.json()
+            try:
+                await self._catch_up(data)
+            except ClientError as exc:
+                self._went_stale(exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            if self.stale_since is not None:
+                log.warning(
+                    "server reachable again after %.1fs; views are fresh", time.monotonic() - self.stale_since
+                )
+                self.stale_since = None
+            delay = BACKOFF_MIN
+            self._index = ans.index
+
+    def _went_stale(self, exc: Exception) -> None:
+        if self.stale_since is None:
+            self.stale_since = time.monotonic()
+            log.warning(
+                "server unreachable (%s); serving %d cached views stale, retrying", exc, len(self.views)
+            )
+
+    async def _catch_up(self, data: dict[str, object]) -> None:
+        """Refetch every view (and the list) the watch reports as changed since we saw it."""
+        changed = data.get("units", {})
+        assert isinstance(changed, dict)
+        stale = [u for u, rev in changed.items() if u in self.views and rev > self.views[u].seen]
+        if self.host_mode and int(data.get("list", 0)) > self.units_seen:  # type: ignore[call-overload]
+            await self.load_units()
+        failed: list[str] = []
+        async with trio.open_nursery() as nursery:
+            for uid in stale:
+                nursery.start_soon(self._refresh, uid, failed)
+        if failed:
+            raise ClientError("; ".join(failed))
+
+    async def _refresh(self, unit_id: str, failed: list[str]) -> None:
+        old = self.views.get(unit_id)
+        try:
+            new = await self._fetch(unit_id)
+        except ClientError as exc:
+            failed.append(f"view {unit_id}: {exc}")
+            return
+        if old is None:
+            return
+        if new is None:
+            self._drop(unit_id)
+            return
+        self.views[unit_id] = new
+        self.on_view(unit_id, old.root, new.root)
