@@ -34,7 +34,7 @@ lint: venv
 	$(VENV)/bin/mypy
 
 test: deps lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q; status=$$?; tests/unmount-all.sh; exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -17,8 +17,10 @@ import logging
 import os
 import select
 import stat
+import threading
 import time
 from dataclasses import dataclass
+from queue import Queue
 
 import pyfuse3
 
@@ -64,6 +66,9 @@ class MetaFS(pyfuse3.Operations):
         self.invalidations = 0
         #: set once the kernel session exists: invalidations before that have no target
         self.live = False
+        self._invalidator: Queue[tuple[int, bool | bytes] | None] = Queue()
+        self._invalidating = threading.Thread(target=_invalidate_loop, args=(self._invalidator,), daemon=True)
+        self._invalidating.start()
 
     # -- the inode table -----------------------------------------------------------
 
@@ -98,6 +103,8 @@ class MetaFS(pyfuse3.Operations):
         try:
             view = await self.cache.get(path[0])
         except ViewMissing:
+            if self.unit is not None and len(path) == 1:
+                return Dir()  # unit mode, the unit deleted (or not there yet): an empty root
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         except ViewUnavailable:
             raise pyfuse3.FUSEError(errno.EIO) from None
@@ -190,7 +197,11 @@ class MetaFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         fh = next(self._next_fh)
         self._open[fh] = _Open(inode, node.value)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        # direct_io: every read is answered here with a whole value. Through the page
+        # cache, the kernel cuts or zero-pads a value whose length changed while its
+        # attributes and pages were being invalidated (a torn read); lxcfs does the same
+        # for its /proc files. Attributes and entries stay cached, with invalidation.
+        return pyfuse3.FileInfo(fh=fh, direct_io=True)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._open.get(fh)
@@ -296,6 +307,8 @@ class MetaFS(pyfuse3.Operations):
         ino = self._inos.get(path)
         if ino is None:
             return  # the kernel never saw this path, nor anything below it
+        if old is None or new is None:  # a whole view came or went: diff against nothing
+            old, new = old or Dir(), new or Dir()
         if isinstance(old, Leaf) and isinstance(new, Leaf):
             if (old.value, old.mtime) != (new.value, new.mtime):
                 self._inval_inode(ino)
@@ -316,17 +329,35 @@ class MetaFS(pyfuse3.Operations):
                 self._diff((*path, name), o, n)
 
     def _inval_inode(self, ino: int, attr_only: bool = False) -> None:
-        if not self.live:
-            return
-        self.invalidations += 1
-        try:
-            pyfuse3.invalidate_inode(ino, attr_only)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:  # ENOENT: the kernel does not cache it
-                log.warning("invalidate inode %d: %s", ino, exc)
+        if self.live:
+            self.invalidations += 1
+            self._invalidator.put((ino, attr_only))
 
     def _inval_entry(self, parent: Path, name: str) -> None:
         parent_ino = self._inos.get(parent)
         if parent_ino is not None and self.live:
             self.invalidations += 1
-            pyfuse3.invalidate_entry_async(parent_ino, os.fsencode(encode_name(name)), ignore_enoent=True)
+            self._invalidator.put((parent_ino, os.fsencode(encode_name(name))))
+
+    def stop_invalidator(self) -> None:
+        """Let queued invalidations finish (briefly) before the session goes away."""
+        self._invalidator.put(None)
+        self._invalidating.join(timeout=2)
+
+
+def _invalidate_loop(queue: Queue[tuple[int, bool | bytes] | None]) -> None:
+    """Send invalidations to the kernel, in order, from a thread of their own.
+
+    The kernel may have to wait for a request in flight before it can drop a page or an
+    entry (a READ holds the page lock); that request needs the trio thread to answer it,
+    so blocking there would deadlock. pyfuse3 releases the GIL during these calls."""
+    while (item := queue.get()) is not None:
+        ino, what = item
+        try:
+            if isinstance(what, bytes):
+                pyfuse3.invalidate_entry(ino, what)
+            else:
+                pyfuse3.invalidate_inode(ino, what)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTCONN, errno.EBADF):
+                log.warning("invalidate %d %r: %s", ino, what, exc)

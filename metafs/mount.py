@@ -29,6 +29,8 @@ from .viewcache import ViewCache
 log = logging.getLogger("metafs.mount")
 
 FSNAME = "metafs"
+#: what the kernel answers on a FUSE mount whose daemon is gone
+DEAD = (errno.ENOTCONN, errno.ECONNABORTED)
 
 
 class MountError(Exception):
@@ -67,33 +69,30 @@ def mount_fstype(mountpoint: str) -> str | None:
 
 def prepare_mountpoint(mountpoint: str) -> None:
     """Make ``mountpoint`` ready: detach a dead FUSE mount, refuse a live metafs one."""
-    try:
-        st = os.stat(mountpoint)
-    except OSError as exc:
-        if exc.errno != errno.ENOTCONN:
-            raise MountError(f"{mountpoint}: {exc.strerror}") from None
+    if is_dead(mountpoint):
         log.warning("%s: dead mount from an earlier daemon; detaching it", mountpoint)
         subprocess.run([fusermount(), "-uz", mountpoint], check=False, capture_output=True)
-        try:
-            st = os.stat(mountpoint)
-        except OSError as exc2:
-            raise MountError(f"{mountpoint}: cannot detach the dead mount: {exc2.strerror}") from None
+        if is_dead(mountpoint):
+            raise MountError(f"{mountpoint}: cannot detach the dead mount left there")
     if not os.path.isdir(mountpoint):
-        raise MountError(f"{mountpoint}: not a directory")
-    del st
+        raise MountError(f"{mountpoint}: not a directory (or does not exist)")
     if mount_fstype(mountpoint) == f"fuse.{FSNAME}":
         raise MountError(f"{mountpoint}: a metafs filesystem is already mounted here")
 
 
+def is_dead(mountpoint: str) -> bool:
+    """A FUSE mount whose daemon is gone. ``statfs`` always reaches the daemon (``stat``
+    of the root may be answered from the kernel's cache)."""
+    try:
+        os.statvfs(mountpoint)
+    except OSError as exc:
+        return exc.errno in DEAD
+    return False
+
+
 def unmount(mountpoint: str, lazy: bool = False) -> None:
     """Unmount a metafs mount (``lazy``: detach now even if busy)."""
-    try:
-        os.stat(mountpoint)
-        dead = False
-    except OSError as exc:
-        if exc.errno != errno.ENOTCONN:
-            raise MountError(f"{mountpoint}: {exc.strerror}") from None
-        dead = True
+    dead = is_dead(mountpoint)
     fstype = mount_fstype(mountpoint)
     if fstype is None or not fstype.startswith("fuse"):
         raise MountError(f"{mountpoint}: not a metafs mount")
@@ -136,6 +135,7 @@ async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
             nursery.start_soon(_signals, nursery)
             ready("ok")
     finally:
+        fs.stop_invalidator()
         pyfuse3.close(unmount=True)
         await client.aclose()
         log.info("unmounted %s", opts.mountpoint)

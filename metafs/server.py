@@ -20,6 +20,7 @@ subtree last changed), ``X-Metafs-Revision`` and ``Last-Modified``, honours
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -29,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
+from types import FrameType
 from typing import Any
 from urllib.parse import unquote
 
@@ -149,6 +151,8 @@ class MetadataServer:
         self.store = store
         self.catalog = Catalog(store)
         self.settings = settings or Settings()
+        self.closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.app = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET", "HEAD"]),
@@ -164,8 +168,16 @@ class MetadataServer:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self._loop = asyncio.get_running_loop()
         yield
         await self.store.close()
+
+    def stop_soon(self) -> None:
+        """Answer every open long poll now (callable from a signal handler), so that a
+        stop does not wait for them to time out."""
+        self.closing = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.store.release_waiters)
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -216,7 +228,7 @@ class MetadataServer:
         node, snap = await once()
         if index is not None and snap.changed <= index <= snap.revision:
             deadline = time.monotonic() + wait
-            while (left := deadline - time.monotonic()) > 0:
+            while not self.closing and (left := deadline - time.monotonic()) > 0:
                 if await self.store.wait(snap.prefixes, index, left) is None:
                     break
                 node, snap = await once()
@@ -384,4 +396,10 @@ def serve(listen: str, store_url: str, settings: Settings | None = None, log_lev
     # our own makes that a no-op, so a clean SIGTERM/SIGINT stop exits with status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.Server(config).run()
+
+    class _Uvicorn(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            server.stop_soon()
+
+    _Uvicorn(config).run()

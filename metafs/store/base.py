@@ -147,6 +147,10 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def release_waiters(self) -> None:
+        """Make every open :meth:`wait` return None now (the server is shutting down)."""
+
+    @abc.abstractmethod
     async def revision(self) -> int:
         """The current global revision."""
 

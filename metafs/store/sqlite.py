@@ -221,10 +221,13 @@ class SqliteStore(Store):
         """How many waits are open (for metrics and tests)."""
         return len(self._waiters)
 
-    async def close(self) -> None:
-        self._closed = True
+    def release_waiters(self) -> None:
         for w in list(self._waiters):
             w.event.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        self.release_waiters()
         with self._write_lock:
             self._writer.close()
         for conn in self._readers:
