@@ -9,7 +9,12 @@ export DEPLOYMENT_UNIT_ID="5/test1/s4/f58ce48e-a4d5-4c1b-905f-ee3b15ccf115"
 
 "$METAFS" serve --listen "127.0.0.1:$PORT" --store "sqlite://$DIR/metafs.db" --log-level warning &
 SERVER=$!
-cleanup() { kill -TERM "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null; echo "== server stopped"; }
+MNT="$DIR/units"
+cleanup() {
+  if mountpoint -q "$MNT"; then "$METAFS" umount "$MNT" && echo "== unmounted $MNT"; fi
+  kill -TERM "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
+  echo "== server stopped"
+}
 trap cleanup EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null || { echo "server did not start" >&2; exit 1; }
@@ -35,3 +40,20 @@ sleep 0.5
 "$METAFS" put "$DEPLOYMENT_UNIT_ID/hostname" zk-one >/dev/null
 wait "$WAITER"
 run "$METAFS" get revision
+
+echo; echo "== the filesystem: one directory per unit, bind-mountable into each container at /meta"
+mkdir -p "$MNT"
+DEPLOYMENT_UNIT_ID= run "$METAFS" mount "$MNT" --log-file "$DIR/mount.log"   # no unit: host mode
+U="$MNT/f58ce48e-a4d5-4c1b-905f-ee3b15ccf115"
+run ls "$MNT"
+run ls -l "$U/self"
+run cat "$U/self/cardinal_value" "$U/self/hostname" "$U/service/service_domain"
+echo; echo "\$ for peer in \$U/service/all_hosts/*/; do ...; done"
+for peer in "$U"/service/all_hosts/*/; do
+  echo "server.$(cat "$peer/cardinal_value")=$(cat "$peer/hostname"):2888:3888"
+done
+run "$METAFS" put "$DEPLOYMENT_UNIT_ID/hostname" zk-two
+sleep 0.1
+run cat "$U/self/hostname"
+echo; echo "\$ echo x > $U/self/hostname"
+echo x > "$U/self/hostname" || true
