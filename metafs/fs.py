@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from queue import Queue
+from typing import NoReturn
 
 import pyfuse3
 
@@ -39,10 +40,6 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 class _Open:
     ino: int
     seen: object  # for the `revision` file: the value this open file last reported
-
-
-def _erofs() -> pyfuse3.FUSEError:
-    return pyfuse3.FUSEError(errno.EROFS)
 
 
 class MetaFS(pyfuse3.Operations):
@@ -191,7 +188,7 @@ class MetaFS(pyfuse3.Operations):
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if flags & _WRITE_FLAGS:
-            raise _erofs()
+            raise pyfuse3.FUSEError(errno.EROFS)
         node = await self._node(self._path(inode))
         if not isinstance(node, Leaf):
             raise pyfuse3.FUSEError(errno.EISDIR)
@@ -249,42 +246,13 @@ class MetaFS(pyfuse3.Operations):
         s.f_namemax = 255
         return s
 
-    # every change is refused: the mount is read-only
-    async def setattr(self, *args: object) -> pyfuse3.EntryAttributes:
-        raise _erofs()
+    # every change is refused: the mount is read-only (and mounted `ro`, so the kernel
+    # mostly refuses before asking)
+    async def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise pyfuse3.FUSEError(errno.EROFS)
 
-    async def mknod(self, *args: object) -> pyfuse3.EntryAttributes:
-        raise _erofs()
-
-    async def mkdir(self, *args: object) -> pyfuse3.EntryAttributes:
-        raise _erofs()
-
-    async def create(self, *args: object) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        raise _erofs()
-
-    async def symlink(self, *args: object) -> pyfuse3.EntryAttributes:
-        raise _erofs()
-
-    async def link(self, *args: object) -> pyfuse3.EntryAttributes:
-        raise _erofs()
-
-    async def unlink(self, *args: object) -> None:
-        raise _erofs()
-
-    async def rmdir(self, *args: object) -> None:
-        raise _erofs()
-
-    async def rename(self, *args: object) -> None:
-        raise _erofs()
-
-    async def write(self, *args: object) -> int:
-        raise _erofs()
-
-    async def setxattr(self, *args: object) -> None:
-        raise _erofs()
-
-    async def removexattr(self, *args: object) -> None:
-        raise _erofs()
+    setattr = mknod = mkdir = create = symlink = link = _refuse
+    unlink = rmdir = rename = write = setxattr = removexattr = _refuse
 
     # -- invalidation (called by the view cache's watcher, never from a handler) ---------
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import EXAMPLE, ZK1, ZK1_PATH
+from .conftest import EXAMPLE, ZK1, ZK1_PATH, ServerProcess
 
 ZK2 = "f58ce48e-a4d5-4c1b-905f-ee3b15ccf117"
 WEB1 = "7/shop/web/3b1f2c9e-0001-4a6e-9d2b-5c1e8f000001"
@@ -308,3 +308,15 @@ def test_load_is_one_revision_and_upserts(loaded: httpx.Client) -> None:
 def test_health(http: httpx.Client) -> None:
     r = http.get("/healthz")
     assert r.status_code == 200 and r.text == "ok revision 0\n"
+
+
+def test_sigterm_answers_open_long_polls_and_exits_0(loaded: httpx.Client, server: ServerProcess) -> None:
+    out: list[tuple[float, httpx.Response]] = []
+    t = threading.Thread(target=_poll, args=(loaded, "/v1/kv/5/?index=1&wait=60s", out))
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    assert server.stop() == 0
+    t.join(10)
+    assert time.monotonic() - t0 < 3
+    assert out and out[0][1].status_code == 200 and out[0][1].text == "test1/\n"

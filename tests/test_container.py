@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -66,32 +67,49 @@ def make_bundle(root: Path, meta: Path, script: str) -> Path:
     return root
 
 
-@pytest.mark.timeout(120)
-def test_a_container_reads_its_metadata(
+@pytest.fixture
+def container(
     loaded: httpx.Client, server: ServerProcess, make_mount: MakeMount, tmp_path: Path
-) -> None:
+) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
+    """Start a runc container running a script, with unit ZK1's directory of a host-mode
+    mount at /meta; deleted afterwards."""
     if reason := _runc_unusable():
         pytest.skip(reason)
     m = make_mount(server.url)
-    bundle = make_bundle(tmp_path / "bundle", m.path / ZK1, SCRIPT)
-    cid = f"metafs-test-{uuid.uuid4().hex[:8]}"
+    started: list[tuple[str, subprocess.Popen[str]]] = []
+
+    def run(script: str) -> subprocess.Popen[str]:
+        bundle = make_bundle(tmp_path / f"bundle{len(started)}", m.path / ZK1, script)
+        cid = f"metafs-test-{uuid.uuid4().hex[:8]}"
+        cmd = ["runc", "run", "--bundle", str(bundle), cid]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append((cid, proc))
+        return proc
+
     try:
-        r = subprocess.run(
-            ["runc", "run", "--bundle", str(bundle), cid], capture_output=True, text=True, timeout=60
-        )
+        yield run
     finally:
-        subprocess.run(["runc", "delete", "--force", cid], capture_output=True, check=False)
-    if r.returncode != 0 and "cgroup" in r.stderr and "uid=" not in r.stdout:
-        pytest.skip(f"runc cannot start a container here: {r.stderr.strip()[:300]}")
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
+        for cid, proc in started:
+            proc.kill()
+            proc.wait()
+            subprocess.run(["runc", "delete", "--force", cid], capture_output=True, check=False)
+
+
+@pytest.mark.timeout(120)
+def test_a_container_reads_its_metadata(container: Callable[[str], subprocess.Popen[str]]) -> None:
+    proc = container(SCRIPT)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode != 0 and "cgroup" in err and "uid=" not in out:
+        pytest.skip(f"runc cannot start a container here: {err.strip()[:300]}")
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
     assert lines[:5] == [
         "uid=1000",
         "myid=1",
         "server.1=s4-1:2888:3888",
         "server.2=s4-2:2888:3888",
         "server.3=s4-3:2888:3888",
-    ], r.stdout
+    ], out
     assert "write: refused" in lines and "mkdir: refused" in lines
     assert "top: revision self service stack " in lines
     assert "foreign: 0" in lines  # nothing of the other stack's units is reachable
@@ -107,22 +125,11 @@ echo "now=$(cat /meta/self/hostname)"
 
 @pytest.mark.timeout(120)
 def test_a_running_container_sees_changes(
-    loaded: httpx.Client, server: ServerProcess, make_mount: MakeMount, tmp_path: Path
+    loaded: httpx.Client, container: Callable[[str], subprocess.Popen[str]]
 ) -> None:
-    if reason := _runc_unusable():
-        pytest.skip(reason)
-    m = make_mount(server.url)
-    bundle = make_bundle(tmp_path / "bundle", m.path / ZK1, WATCH)
-    cid = f"metafs-test-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.Popen(["runc", "run", "--bundle", str(bundle), cid], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "start=s4-1\n"
-        r = loaded.put(f"/v1/kv/5/test1/s4/{ZK1}/hostname", content="zk-live")
-        assert r.status_code == 200
-        out, _ = proc.communicate(timeout=30)
-        assert out == "now=zk-live\n"
-    finally:
-        proc.kill()
-        proc.wait()
-        subprocess.run(["runc", "delete", "--force", cid], capture_output=True, check=False)
+    proc = container(WATCH)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "start=s4-1\n"
+    assert loaded.put(f"/v1/kv/5/test1/s4/{ZK1}/hostname", content="zk-live").status_code == 200
+    out, _ = proc.communicate(timeout=30)
+    assert out == "now=zk-live\n"

@@ -1,0 +1,59 @@
+"""Unit tests of the server with a store that fails (a fake store, in a unit test only)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+import httpx
+import pytest
+
+from metafs.server import MetadataServer
+from metafs.store import Guard, Op, Snapshot, Store, StoreError
+
+
+class DownStore(Store):
+    """Every call fails the way an unreachable backend does."""
+
+    @contextlib.asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Snapshot]:
+        raise StoreError("disk I/O error")
+        yield  # pragma: no cover
+
+    async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int:
+        raise StoreError("disk I/O error")
+
+    async def wait(self, prefixes: Sequence[str], after: int, timeout: float) -> int | None:
+        raise StoreError("disk I/O error")
+
+    def release_waiters(self) -> None:
+        pass
+
+    async def revision(self) -> int:
+        raise StoreError("disk I/O error")
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_a_store_that_is_down_gives_503_everywhere() -> None:
+    transport = httpx.ASGITransport(app=MetadataServer(DownStore()).app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://metafs") as c:
+        for method, path in [
+            ("GET", "/healthz"),
+            ("GET", "/v1/kv/5/"),
+            ("GET", "/v1/view/x/self/hostname"),
+            ("PUT", "/v1/kv/5/t/s/u/hostname"),
+            ("POST", "/v1/load"),
+        ]:
+            r = await c.request(method, path, content=b"accounts: {}")
+            assert r.status_code == 503, (method, path, r.text)
+            assert r.text == "the metadata store is unavailable\n"
+            j = await c.request(method, path, content=b"accounts: {}", headers={"Accept": "application/json"})
+            assert j.json()["error"]["status"] == 503
