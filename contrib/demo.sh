@@ -18,9 +18,19 @@ cleanup() {
 trap cleanup EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null || { echo "server did not start" >&2; exit 1; }
+# the server made an operator token beside its store on first start (0600); only its hash is kept
+export METAFS_TOKEN_FILE="$DIR/operator.token"
+OPERATOR_TOKEN=$(cat "$METAFS_TOKEN_FILE")
+# api TOKEN_VARIABLE CURL_ARGS...: a request as a container would make it; shows the
+# variable's name, never the token
+api() {
+  local var=$1; shift
+  echo; echo "\$ curl -H 'Metadata-Flavor: metafs' -H \"Authorization: Bearer \$$var\" $*"
+  curl -s -H 'Metadata-Flavor: metafs' -H "Authorization: Bearer ${!var}" "$@"
+}
 
 run() { echo; echo "\$ $*"; "$@"; }
-echo "== metafs serve on 127.0.0.1:$PORT, store sqlite://$DIR/metafs.db"
+echo "== metafs serve on 127.0.0.1:$PORT, store sqlite://$DIR/metafs.db, operator token in $METAFS_TOKEN_FILE"
 run "$METAFS" load contrib/examples/cluster.yaml
 run "$METAFS" ls 5/test1/s4/
 run "$METAFS" get self/cardinal_value
@@ -30,9 +40,14 @@ echo; echo "\$ for u in \$(metafs ls service/all_hosts/); do ... done   # a ZooK
 for u in $("$METAFS" ls service/all_hosts/); do
   echo "server.$("$METAFS" get "service/all_hosts/${u}cardinal_value")=$("$METAFS" get "service/all_hosts/${u}hostname"):2888:3888"
 done
-run curl -s -H 'Metadata-Flavor: metafs' "http://127.0.0.1:$PORT/v1/kv/5/test1/s4/f58ce48e-a4d5-4c1b-905f-ee3b15ccf115/all_hosts"
-run curl -s -H 'Metadata-Flavor: metafs' -H 'Accept: application/json' "http://127.0.0.1:$PORT/v1/view/f58ce48e-a4d5-4c1b-905f-ee3b15ccf115/self/host"
-echo
+api OPERATOR_TOKEN "http://127.0.0.1:$PORT/v1/kv/5/test1/s4/f58ce48e-a4d5-4c1b-905f-ee3b15ccf115/all_hosts"
+api OPERATOR_TOKEN -H 'Accept: application/json' "http://127.0.0.1:$PORT/v1/view/f58ce48e-a4d5-4c1b-905f-ee3b15ccf115/self/host"
+echo; echo "== scoping: a unit token reads its own view, nothing of another account"
+UNIT_TOKEN=$("$METAFS" token create --kind unit --subject f58ce48e-a4d5-4c1b-905f-ee3b15ccf115 2>/dev/null)
+api UNIT_TOKEN "http://127.0.0.1:$PORT/v1/view/f58ce48e-a4d5-4c1b-905f-ee3b15ccf115/self/hostname"
+api UNIT_TOKEN "http://127.0.0.1:$PORT/v1/kv/7/"
+echo; echo "\$ curl -H \"Authorization: Bearer \$UNIT_TOKEN\" http://127.0.0.1:$PORT/v1/kv/5/   # no Metadata-Flavor"
+curl -s -H "Authorization: Bearer $UNIT_TOKEN" "http://127.0.0.1:$PORT/v1/kv/5/"
 echo; echo "\$ metafs wait self/hostname &   # then: metafs put 5/test1/s4/f58ce48e-.../hostname zk-one"
 "$METAFS" wait self/hostname --timeout 10 | sed 's/^/  wait saw: /' &
 WAITER=$!

@@ -9,6 +9,8 @@ Each account, stack, service, unit and host is one record (JSON) under its own k
     u/<account>/<stack>/<service>/<unit>/  deployment unit
     h/<host>/                              host
     i/<unit>/                              index: unit id -> "<account>/<stack>/<service>"
+    hu/<host>/<unit>/                      index: the units placed on a host
+    k/<token id>/                          a token: its SHA-256, kind, subject (never the token)
 
 A record remembers, for each of its leaves, the revision and time at which that value
 last changed, so a file's ``st_mtime`` is when *its* value changed, not its neighbour's.
@@ -29,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from . import model
+from . import auth, model
 from .store import Conflict, Delete, Guard, Item, Op, Put, Snapshot, Store
 from .tree import Dir, Leaf, Node, Scalar, build, descend
 
@@ -51,6 +53,10 @@ class CatalogError(Exception):
 
 class BadRequest(CatalogError):
     status = 400
+
+
+class Forbidden(CatalogError):
+    status = 403
 
 
 class NotFound(CatalogError):
@@ -81,6 +87,13 @@ def record_key(kind: str, ids: tuple[str, ...]) -> str:
 
 def index_key(unit_id: str) -> str:
     return f"i/{unit_id}/"
+
+
+def host_index_key(host: str, unit_id: str = "") -> str:
+    return f"hu/{host}/{unit_id}/" if unit_id else f"hu/{host}/"
+
+
+RECORD_PREFIXES = ("a/", "t/", "s/", "u/", "h/")
 
 
 def key_ids(key: str) -> list[str]:
@@ -209,7 +222,7 @@ def parse_doc_path(segs: list[str]) -> Target:
     if segs[0] == "hosts":
         if len(segs) == 1:
             return Target("hosts", (), ())
-        return Target("host", (segs[1],), tuple(segs[2:]))
+        return Target("host", (check_id(segs[1], "host name"),), tuple(segs[2:]))
     if segs[0] != "accounts":
         raise NotFound(f"no such path: /v1/{segs[0]} (expected accounts/ or hosts/)")
     if len(segs) == 1:
@@ -219,7 +232,21 @@ def parse_doc_path(segs: list[str]) -> Target:
     while len(ids) < 4 and i + 1 < len(segs) and segs[i] == COLLECTIONS[len(ids)]:
         ids.append(segs[i + 1])
         i += 2
+    check_ids(ids)
     return Target(LEVELS[len(ids) - 1], tuple(ids), tuple(segs[i:]))
+
+
+def check_id(seg: str, what: str) -> str:
+    """A path segment that names an account, stack, service, unit or host."""
+    try:
+        return model.check_name(seg)
+    except ValueError as exc:
+        raise BadRequest(f"path segment {seg!r} is not a valid {what}: {exc}") from None
+
+
+def check_ids(segs: list[str]) -> None:
+    for seg, what in zip(segs, ("account id", "stack name", "service name", "unit id"), strict=False):
+        check_id(seg, what)
 
 
 def seed_to_target(segs: list[str]) -> Target:
@@ -227,7 +254,66 @@ def seed_to_target(segs: list[str]) -> Target:
     n = min(len(segs), 4)
     if n == 0:
         raise BadRequest("a write needs at least an account: /v1/kv/<account>/...")
+    check_ids(segs)
     return Target(LEVELS[n - 1], tuple(segs[:n]), tuple(segs[4:]))
+
+
+# -- scopes -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a principal may read, resolved in the snapshot a request reads from.
+
+    ``units``: the unit ids whose views it may read; ``services``: the ``(account, stack,
+    service)`` whose seed paths it may read; ``list_prefix``: the keys whose changes
+    change its list of units. None means everything (the operator)."""
+
+    principal: auth.Principal
+    units: frozenset[str] | None
+    services: frozenset[tuple[str, ...]] | None
+    list_prefix: str
+
+    def require_operator(self) -> None:
+        if not self.principal.operator:
+            raise Forbidden(f"a {self.principal.kind} token may not do this: it needs an operator token")
+
+    def require_unit(self, unit_id: str) -> None:
+        if self.units is not None and unit_id not in self.units:
+            raise Forbidden(f"this {self.principal.kind} token may not read unit {unit_id!r}")
+
+    def require_seed_path(self, segs: list[str]) -> None:
+        """A seed path is readable if it leads to, or lies inside, a readable service."""
+        if self.services is None:
+            return
+        n = min(len(segs), 3)
+        if not any(tuple(segs[:n]) == svc[:n] for svc in self.services):
+            raise Forbidden(f"this {self.principal.kind} token may not read /v1/kv/{'/'.join(segs)}")
+
+
+async def scope_of(snap: Snapshot, principal: auth.Principal) -> Scope:
+    if principal.operator:
+        return Scope(principal, None, None, "i/")
+    if principal.kind == "unit":
+        idx = await snap.get(index_key(principal.subject))
+        services = frozenset([tuple(idx.value.split("/"))]) if idx else frozenset()
+        return Scope(principal, frozenset([principal.subject]), services, index_key(principal.subject))
+    prefix = host_index_key(principal.subject)
+    placed = await snap.range(prefix)
+    units = frozenset(key_ids(i.key)[1] for i in placed)
+    return Scope(principal, units, frozenset(tuple(i.value.split("/")) for i in placed), prefix)
+
+
+async def authenticate(snap: Snapshot, token: str) -> auth.Principal | None:
+    """The principal a (non-bootstrap) token stands for, or None."""
+    d = auth.digest(token)
+    item = await snap.get(f"k/{auth.token_id(d)}/")
+    if item is None:
+        return None
+    rec = json.loads(item.value)
+    if not auth.same_digest(rec["hash"], d):
+        return None
+    return auth.Principal(rec["kind"], rec["subject"], auth.token_id(d))
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -357,9 +443,12 @@ def _by_level(recs: _Records, kind: str) -> list[tuple[list[str], Record]]:
     return [(key_ids(k), r) for k, r in sorted(recs.by_key.items()) if k.startswith(p)]
 
 
-async def seed_tree(snap: Snapshot, segs: list[str]) -> Node | None:
+async def seed_tree(snap: Snapshot, segs: list[str], scope: Scope | None = None) -> Node | None:
     """The seed's layout: ``<account>/<stack>/<service>/`` lists units; a unit's directory
     holds its ``self/`` files and ``all_hosts`` (its service's unit paths)."""
+    check_ids(segs)
+    if scope is not None:
+        scope.require_seed_path(segs)
     ids = tuple(segs[:4])
     recs = await _scope(snap, ids[:3] if len(ids) == 4 else ids)
     root = Dir()
@@ -377,7 +466,25 @@ async def seed_tree(snap: Snapshot, segs: list[str]) -> Node | None:
     for rids, _ in _by_level(recs, "unit"):
         svc = dirs[tuple(rids[:3])]
         dirs[tuple(rids)].add("all_hosts", Leaf(peers[tuple(rids[:3])], svc.rev, svc.mtime))
+    if scope is not None and scope.services is not None:
+        _prune(root, scope.services)
     return descend(root, segs)
+
+
+def _prune(
+    root: Dir, services: frozenset[tuple[str, ...]], depth: int = 0, path: tuple[str, ...] = ()
+) -> None:
+    """Drop from a seed tree every account, stack and service outside ``services``."""
+    if depth == 3:
+        return
+    for name in list(root.children):
+        child_path = (*path, name)
+        if not any(svc[: depth + 1] == child_path for svc in services):
+            del root.children[name]
+        else:
+            child = root.children[name]
+            if isinstance(child, Dir):
+                _prune(child, services, depth + 1, child_path)
 
 
 async def document_tree(snap: Snapshot, segs: list[str]) -> Node | None:
@@ -411,12 +518,14 @@ async def document_tree(snap: Snapshot, segs: list[str]) -> Node | None:
     return descend(accounts, segs[1:])
 
 
-async def watch_tree(snap: Snapshot, unit_ids: list[str], with_list: bool) -> Dir:
+async def watch_tree(snap: Snapshot, unit_ids: list[str], with_list: bool, scope: Scope | None = None) -> Dir:
     """For each unit, the last revision at which anything its view shows may have changed
     (``units/<id>``), and when the list of units last changed (``list``). Long-polled,
     this is how one request keeps many views fresh."""
     units = Dir()
     for uid in unit_ids:
+        if scope is not None:
+            scope.require_unit(uid)
         prefixes = [index_key(uid)]
         idx = await snap.get(index_key(uid))
         if idx is not None:
@@ -428,15 +537,33 @@ async def watch_tree(snap: Snapshot, unit_ids: list[str], with_list: bool) -> Di
     d = Dir()
     d.add("units", units)
     if with_list:
-        rev = await snap.last_change("i/")
+        rev = await snap.last_change(scope.list_prefix if scope else "i/")
         d.add("list", Leaf(rev, rev))
     return d
 
 
-async def units_tree(snap: Snapshot) -> Dir:
-    """Every unit id, each a leaf holding its seed path (what a host-mode mount lists)."""
+async def tokens_tree(snap: Snapshot) -> Dir:
+    """Every token's id, kind, subject and creation time (never the token or its hash)."""
     d = Dir()
-    for item in await snap.range("i/"):
+    for item in await snap.range("k/"):
+        rec = json.loads(item.value)
+        entry = Dir()
+        for k in ("kind", "subject", "created"):
+            entry.add(k, Leaf(rec[k], item.mod_rev, item.mod_time))
+        d.add(rec["id"], entry)
+    return d
+
+
+async def units_tree(snap: Snapshot, scope: Scope | None = None) -> Dir:
+    """Every unit id the scope may see, each a leaf holding its seed path (what a
+    host-mode mount lists)."""
+    d = Dir()
+    if scope is None or scope.units is None:
+        items = await snap.range("i/")
+    else:
+        items = [i for uid in sorted(scope.units) if (i := await snap.get(index_key(uid)))]
+        await snap.last_change(scope.list_prefix)  # a unit placed or removed changes the list
+    for item in items:
         uid = key_ids(item.key)[0]
         d.add(uid, Leaf(f"{item.value}/{uid}", item.mod_rev, item.mod_time))
     return d
@@ -454,9 +581,22 @@ def parse_body(body: bytes, content_type: str, where: str) -> Any:
     try:
         if "json" in content_type:
             return json.loads(text)
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_SafeLoader)
+    except RecursionError:
+        raise BadRequest(f"{where}: nested too deeply") from None
     except (ValueError, yaml.YAMLError) as exc:
         raise BadRequest(f"{where}: cannot parse body: {exc}".splitlines()[0]) from None
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that also refuses aliases: ``*a`` repeated in a list of ``*b``
+    repeated ... makes a few bytes expand to billions of nodes ("billion laughs")."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed", mark)
+        return super().compose_node(parent, index)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,9 +651,11 @@ class Catalog:
                     guards.append(Guard(index_key(ids[3]), idx.mod_rev if idx else 0))
             if old is not None and old.data == data:
                 continue
+            if kind == "unit":
+                ops.extend(_host_index_ops(ids, old.data if old else None, data))
             ops.append(Put(key, encode_record(data, old, now)))
             guards.append(Guard(key, old.rev if old else 0))
-        return ops, guards, sum(isinstance(op, Put) and not op.key.startswith("i/") for op in ops)
+        return ops, guards, sum(isinstance(op, Put) and op.key.startswith(RECORD_PREFIXES) for op in ops)
 
     async def _require_parent(self, snap: Snapshot, target: Target) -> list[Guard]:
         if target.kind in ("host", "account"):
@@ -591,6 +733,41 @@ class Catalog:
 
         return await self._commit(plan_field)
 
+    async def create_token(self, kind: str, subject: str) -> tuple[str, dict[str, Any]]:
+        """Mint a token; only its digest is stored. Returns the token (shown once)."""
+        if kind not in auth.KINDS:
+            raise BadRequest(f"kind {kind!r}: expected one of {', '.join(auth.KINDS)}")
+        if kind == "operator":
+            subject = ""
+        else:
+            try:
+                model.check_name(subject)
+            except ValueError as exc:
+                raise BadRequest(f"subject: {exc}") from None
+        token = auth.new_token(kind)
+        d = auth.digest(token)
+        rec = {
+            "id": auth.token_id(d),
+            "hash": d,
+            "kind": kind,
+            "subject": subject,
+            "created": iso(time.time()),
+        }
+        key = f"k/{rec['id']}/"
+        await self.store.commit([Put(key, json.dumps(rec))], [Guard(key, 0)])
+        return token, {k: v for k, v in rec.items() if k != "hash"}
+
+    async def revoke_token(self, token_id_: str) -> WriteResult:
+        key = f"k/{token_id_}/"
+
+        async def plan(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
+            item = await snap.get(key)
+            if item is None:
+                raise NotFound(f"no token with id {token_id_!r}")
+            return [Delete(key)], [Guard(key, item.mod_rev)], 1
+
+        return await self._commit(plan)
+
     async def _existing(self, snap: Snapshot, target: Target) -> Record:
         item = await snap.get(target.key)
         if item is None:
@@ -620,10 +797,25 @@ class Catalog:
                     ops.append(Delete(KIND_PREFIX[kind] + target.key[1:], prefix=True))
                 unit_prefix = "u" + target.key[1:]
                 for item in await snap.range(unit_prefix):
-                    ops.append(Delete(index_key(key_ids(item.key)[3])))
+                    ids = tuple(key_ids(item.key))
+                    ops.append(Delete(index_key(ids[3])))
+                    ops.extend(_host_index_ops(ids, Record.load(item).data, None))
             return ops, guards, 1
 
         return await self._commit(plan)
+
+
+def _host_index_ops(ids: tuple[str, ...], old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[Op]:
+    """Keep ``hu/<host>/<unit>/`` in step with a unit's ``host`` field."""
+    before, after = (old or {}).get("host"), (new or {}).get("host")
+    if before == after and old is not None:
+        return []
+    ops: list[Op] = []
+    if before and before != after:
+        ops.append(Delete(host_index_key(before, ids[3])))
+    if after:
+        ops.append(Put(host_index_key(after, ids[3]), "/".join(ids[:3])))
+    return ops
 
 
 def _set_in(data: dict[str, Any], path: tuple[str, ...], value: Any, where: str) -> None:

@@ -1,4 +1,4 @@
-"""The ``metafs`` command line: serve, load, get, ls, put, delete, wait, mount, umount.
+"""The ``metafs`` command line: serve, load, get, ls, put, delete, wait, mount, umount, token.
 
 Exit status: 0 on success; 1 with a one-line message on stderr when something failed
 (server unreachable, not found, invalid input); 2 for a usage error; 124 when ``wait``
@@ -25,10 +25,21 @@ class Failure(Exception):
     """A one-line error for stderr and exit status 1."""
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token:
+        return str(args.token)
+    if args.token_file:
+        try:
+            return Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise Failure(f"cannot read token file {args.token_file}: {exc.strerror}") from None
+    return None
+
+
 def _client(args: argparse.Namespace) -> MetadataClient:
     if not args.server:
         raise Failure("no server given: use --server URL or set METADATA_CONNECTION_URL")
-    return MetadataClient(args.server, token=args.token, timeout=args.http_timeout)
+    return MetadataClient(args.server, token=_token(args), timeout=args.http_timeout)
 
 
 def _read_value(value: str) -> bytes:
@@ -116,7 +127,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings(
         max_wait=args.max_wait, default_wait=min(args.max_wait, 300.0), max_body=args.max_body
     )
-    serve(args.listen, args.store or default_store_url(), settings, args.log_level)
+    store = args.store or default_store_url()
+    token_file = (
+        Path(args.operator_token_file) if args.operator_token_file else default_operator_token_file(store)
+    )
+    serve(args.listen, store, settings, args.log_level, token_file)
+    return 0
+
+
+def default_operator_token_file(store_url: str) -> Path:
+    """Beside the SQLite file; for other stores, /etc/metafs/operator.token."""
+    if store_url.startswith("sqlite://"):
+        return Path(store_url.removeprefix("sqlite://")).parent / "operator.token"
+    return Path("/etc/metafs/operator.token")
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        if args.action == "create":
+            if args.kind != "operator" and not args.subject:
+                raise Failure(f"a {args.kind} token needs a subject: the {args.kind} it is for")
+            ans = c.request(
+                "POST", "/v1/tokens/", json={"kind": args.kind, "subject": args.subject or ""}, ok=(201,)
+            )
+            data = ans.json()
+            print(data["token"])
+            print(f"id {data['id']} ({data['kind']} {data['subject']})".rstrip(), file=sys.stderr)
+        elif args.action == "list":
+            for tid, info in sorted(
+                c.request("GET", "/v1/tokens/", params={"format": "json"}).json().items()
+            ):
+                print(f"{tid}  {info['kind']:<8}  {info['subject'] or '-':<40}  {info['created']}")
+        else:
+            c.request("DELETE", f"/v1/tokens/{args.id}")
     return 0
 
 
@@ -136,8 +179,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if args.unit:
         cmd += ["--unit", args.unit]
     env = dict(os.environ)
-    if args.token:
-        env["METAFS_TOKEN"] = args.token  # not on the command line, where ps would show it
+    token = _token(args)
+    if token:
+        env["METAFS_TOKEN"] = token  # not on the command line, where ps would show it
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
             cmd,
@@ -181,7 +225,7 @@ def _mount_foreground(args: argparse.Namespace) -> int:
         mountpoint=args.mountpoint,
         servers=args.server,
         unit=args.unit,
-        token=args.token,
+        token=_token(args),
         fetch_timeout=args.fetch_timeout,
         cache_timeout=args.cache_timeout,
     )
@@ -213,6 +257,12 @@ def _client_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--token", default=os.environ.get("METAFS_TOKEN"), help="API token (default: $METAFS_TOKEN)"
+    )
+    p.add_argument(
+        "--token-file",
+        default=os.environ.get("METAFS_TOKEN_FILE"),
+        metavar="PATH",
+        help="read the token from a file (default: $METAFS_TOKEN_FILE)",
     )
     p.add_argument(
         "--unit",
@@ -268,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest write or load document (default: %(default)s)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--operator-token-file",
+        metavar="PATH",
+        help="the operator token, made (0600) if missing (default: operator.token beside the SQLite file;"
+        " $METAFS_OPERATOR_TOKEN overrides)",
+    )
 
     p = add("load", cmd_load, "load a YAML or JSON document, all or nothing")
     p.add_argument("file", metavar="FILE", help="the document, or - for standard input")
@@ -331,6 +387,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+
+    p = add("token", cmd_token, "mint, list and revoke tokens (operator)")
+    tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    t = tsub.add_parser("create", help="mint a token; it is printed once and only its hash is kept")
+    t.add_argument("--kind", required=True, choices=["operator", "host", "unit"])
+    t.add_argument("--subject", help="the host name (host tokens) or unit id (unit tokens)")
+    _client_options(t)
+    t = tsub.add_parser("list", help="list token ids, kinds and subjects")
+    _client_options(t)
+    t = tsub.add_parser("revoke", help="revoke a token by its id")
+    t.add_argument("id", metavar="ID")
+    _client_options(t)
 
     p = add("umount", cmd_umount, "unmount a metafs filesystem")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")

@@ -30,16 +30,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
+from pathlib import Path
 from types import FrameType
-from typing import Any
 from urllib.parse import unquote
 
+import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import catalog, model, tree
+from . import auth, catalog, model, tree
 from .catalog import Catalog, CatalogError
 from .store import Snapshot, Store, StoreError, open_store
 
@@ -60,6 +61,7 @@ class Settings:
     default_wait: float = 300.0  # how long ``?index=`` waits when ``wait`` is not given
     max_body: int = 16 * 1024 * 1024  # bytes in a write or a load document
     max_watch: int = 10_000  # units in one /v1/watch
+    body_timeout: float = 30.0  # a request body must arrive within this (seconds)
 
 
 class HTTPError(Exception):
@@ -141,14 +143,18 @@ def check_query(request: Request, allowed: set[str]) -> None:
         raise HTTPError(400, f"format={fmt!r}: expected text, json or meta")
 
 
-Resolver = Callable[[Snapshot], Awaitable[tree.Node | None]]
+Resolver = Callable[[Snapshot, catalog.Scope], Awaitable[tree.Node | None]]
+FLAVOR = ("metadata-flavor", "metafs")
 
 
 class MetadataServer:
     """The HTTP API over a catalog; ``app`` is the ASGI application."""
 
-    def __init__(self, store: Store, settings: Settings | None = None) -> None:
+    def __init__(
+        self, store: Store, settings: Settings | None = None, operator_digest: str | None = None
+    ) -> None:
         self.store = store
+        self.operator_digest = operator_digest
         self.catalog = Catalog(store)
         self.settings = settings or Settings()
         self.closing = False
@@ -199,15 +205,45 @@ class MetadataServer:
         if declared and declared.isdigit() and int(declared) > self.settings.max_body:
             raise HTTPError(413, f"body of {declared} bytes is over the limit of {self.settings.max_body}")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.settings.max_body:
-                raise HTTPError(413, f"body is over the limit of {self.settings.max_body} bytes")
-            chunks.append(chunk)
+        try:
+            with anyio.fail_after(self.settings.body_timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > self.settings.max_body:
+                        raise HTTPError(413, f"body is over the limit of {self.settings.max_body} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise HTTPError(
+                408, f"the request body did not arrive within {self.settings.body_timeout:g}s"
+            ) from None
         return b"".join(chunks)
 
+    async def _principal(self, request: Request) -> auth.Principal:
+        """The SSRF guard, then who is asking: 403 without the metadata header or with
+        ``X-Forwarded-For``; 401 without a valid token."""
+        if request.headers.get(FLAVOR[0], "").lower() != FLAVOR[1]:
+            raise HTTPError(403, "missing header Metadata-Flavor: metafs (required on every /v1 request)")
+        if "x-forwarded-for" in request.headers:
+            raise HTTPError(403, "requests carrying X-Forwarded-For are refused (metadata is not proxied)")
+        token = auth.bearer(request.headers.get("authorization"))
+        challenge = {"WWW-Authenticate": 'Bearer realm="metafs"'}
+        if token is None:
+            raise HTTPError(401, "missing token: send Authorization: Bearer <token>", headers=challenge)
+        if self.operator_digest and auth.same_digest(auth.digest(token), self.operator_digest):
+            return auth.Principal("operator", token_id="bootstrap")
+        async with self.store.snapshot() as snap:
+            principal = await catalog.authenticate(snap, token)
+        if principal is None:
+            raise HTTPError(401, "invalid or revoked token", headers=challenge)
+        return principal
+
     async def read(
-        self, request: Request, resolve: Resolver, what: str, params: frozenset[str] = frozenset()
+        self,
+        request: Request,
+        principal: auth.Principal,
+        resolve: Resolver,
+        what: str,
+        params: frozenset[str] = frozenset(),
     ) -> Response:
         """Answer a read: resolve a tree node, long-poll if asked, render, add headers."""
         check_query(request, {"format", "index", "wait", *params})
@@ -223,7 +259,8 @@ class MetadataServer:
 
         async def once() -> tuple[tree.Node | None, Snapshot]:
             async with self.store.snapshot() as snap:
-                return await resolve(snap), snap
+                scope = await catalog.scope_of(snap, principal)
+                return await resolve(snap, scope), snap
 
         node, snap = await once()
         if index is not None and snap.changed <= index <= snap.revision:
@@ -276,6 +313,11 @@ class MetadataServer:
 
     async def load(self, request: Request) -> Response:
         async def handle() -> Response:
+            principal = await self._principal(request)
+            if not principal.operator:
+                raise HTTPError(
+                    403, f"a {principal.kind} token may not load documents: that needs an operator token"
+                )
             check_query(request, {"format"})
             body = await self._body(request)
             data = catalog.parse_body(body, request.headers.get("content-type", ""), "load document")
@@ -297,21 +339,24 @@ class MetadataServer:
             method = "GET" if request.method == "HEAD" else request.method
             what = "/v1/" + "/".join(segs)
 
+            principal = await self._principal(request)
             readers: dict[str, Resolver] = {
-                "kv": lambda snap: catalog.seed_tree(snap, rest),
-                "view": lambda snap: self._view(snap, rest),
-                "units": lambda snap: self._units(snap, rest),
-                "accounts": lambda snap: catalog.document_tree(snap, segs),
-                "hosts": lambda snap: catalog.document_tree(snap, segs),
+                "kv": lambda snap, scope: catalog.seed_tree(snap, rest, scope),
+                "view": lambda snap, scope: self._view(snap, scope, rest),
+                "units": lambda snap, scope: self._units(snap, scope, rest),
+                "accounts": lambda snap, scope: self._document(snap, scope, segs),
+                "hosts": lambda snap, scope: self._document(snap, scope, segs),
+                "tokens": lambda snap, scope: self._tokens(snap, scope, rest),
             }
-            writable = {"kv", "accounts", "hosts"}
+            writable = {"kv": ["PUT", "DELETE"], "accounts": ["PUT", "DELETE"], "hosts": ["PUT", "DELETE"]}
+            writable["tokens"] = ["DELETE"] if rest else ["POST"]
             if route == "load" and not rest:
                 raise HTTPError(
                     405, f"{request.method} is not allowed on /v1/load", headers={"Allow": "POST"}
                 )
             if route not in readers and route != "watch":
                 raise HTTPError(404, f"no such route: /v1/{route}/")
-            allowed = ["GET", "HEAD"] + (["PUT", "DELETE"] if route in writable else [])
+            allowed = ["GET", "HEAD", *writable.get(route, [])]
             if method not in allowed:
                 raise HTTPError(
                     405,
@@ -319,10 +364,14 @@ class MetadataServer:
                     headers={"Allow": ", ".join(allowed)},
                 )
             if method == "GET" and route == "watch":
-                return await self._watch(request, rest)
+                return await self._watch(request, principal, rest)
             if method == "GET":
-                return await self.read(request, readers[route], what)
+                return await self.read(request, principal, readers[route], what)
+            if not principal.operator:
+                raise HTTPError(403, f"a {principal.kind} token may not write: writes need an operator token")
             check_query(request, {"format"})
+            if route == "tokens":
+                return await self._token_write(request, method, rest)
             target = catalog.seed_to_target(rest) if route == "kv" else catalog.parse_doc_path(segs)
             if method == "DELETE":
                 return self.written(request, await self.catalog.delete(target))
@@ -332,7 +381,7 @@ class MetadataServer:
 
         return await self._guard(request, handle)
 
-    async def _watch(self, request: Request, rest: list[str]) -> Response:
+    async def _watch(self, request: Request, principal: auth.Principal, rest: list[str]) -> Response:
         if rest:
             raise HTTPError(404, "no such route: /v1/watch/" + "/".join(rest))
         units = [u for u in request.query_params.get("units", "").split(",") if u]
@@ -345,34 +394,60 @@ class MetadataServer:
             raise HTTPError(400, f"units: at most {self.settings.max_watch} units in one watch")
         with_list = request.query_params.get("list", "0") not in ("0", "false", "")
 
-        async def resolve(snap: Snapshot) -> tree.Node:
-            return await catalog.watch_tree(snap, units, with_list)
+        async def resolve(snap: Snapshot, scope: catalog.Scope) -> tree.Node:
+            return await catalog.watch_tree(snap, units, with_list, scope)
 
-        return await self.read(request, resolve, "/v1/watch", frozenset({"units", "list"}))
+        return await self.read(request, principal, resolve, "/v1/watch", frozenset({"units", "list"}))
 
-    async def _view(self, snap: Snapshot, rest: list[str]) -> tree.Node | None:
+    async def _view(self, snap: Snapshot, scope: catalog.Scope, rest: list[str]) -> tree.Node | None:
         if not rest:
-            return await catalog.units_tree(snap)
+            return await catalog.units_tree(snap, scope)
+        catalog.check_id(rest[0], "unit id")
+        scope.require_unit(rest[0])
         view = await catalog.view_tree(snap, rest[0])
         return tree.descend(view, rest[1:]) if view else None
 
-    async def _units(self, snap: Snapshot, rest: list[str]) -> tree.Node | None:
-        return tree.descend(await catalog.units_tree(snap), rest)
+    async def _units(self, snap: Snapshot, scope: catalog.Scope, rest: list[str]) -> tree.Node | None:
+        return tree.descend(await catalog.units_tree(snap, scope), rest)
+
+    async def _document(self, snap: Snapshot, scope: catalog.Scope, segs: list[str]) -> tree.Node | None:
+        scope.require_operator()
+        return await catalog.document_tree(snap, segs)
+
+    async def _tokens(self, snap: Snapshot, scope: catalog.Scope, rest: list[str]) -> tree.Node | None:
+        scope.require_operator()
+        return tree.descend(await catalog.tokens_tree(snap), rest)
+
+    async def _token_write(self, request: Request, method: str, rest: list[str]) -> Response:
+        if method == "DELETE":
+            if len(rest) != 1:
+                raise HTTPError(404, "no such token path: use /v1/tokens/<id>")
+            return self.written(request, await self.catalog.revoke_token(rest[0]))
+        data = catalog.parse_body(await self._body(request), request.headers.get("content-type", ""), "token")
+        if not isinstance(data, dict) or set(data) - {"kind", "subject"} or "kind" not in data:
+            raise HTTPError(400, 'token: expected {"kind": "operator"|"host"|"unit", "subject": NAME}')
+        token, info = await self.catalog.create_token(str(data["kind"]), str(data.get("subject", "")))
+        body = json.dumps({"token": token, **info}) + "\n"
+        return Response(body, 201, media_type=JSON, headers={"Cache-Control": "no-store"})
 
 
-def create_app(store_url: str, settings: Settings | None = None) -> Any:
-    """The ASGI app for a store URL (what ``metafs serve`` runs)."""
-    return MetadataServer(open_store(store_url), settings).app
-
-
-def serve(listen: str, store_url: str, settings: Settings | None = None, log_level: str = "info") -> None:
+def serve(
+    listen: str,
+    store_url: str,
+    settings: Settings | None = None,
+    log_level: str = "info",
+    operator_token_file: Path | None = None,
+) -> None:
     """Run the server until SIGTERM/SIGINT."""
     import uvicorn
 
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:8500")
-    server = MetadataServer(open_store(store_url), settings)
+    operator_digest, token_path = auth.operator_token(operator_token_file)
+    if token_path is not None:
+        log.info("operator token in %s", token_path)
+    server = MetadataServer(open_store(store_url), settings, operator_digest)
     try:
         import uvloop  # noqa: F401
 

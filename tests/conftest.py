@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "contrib" / "examples" / "cluster.yaml"
 ZK1 = "f58ce48e-a4d5-4c1b-905f-ee3b15ccf115"
 ZK1_PATH = f"5/test1/s4/{ZK1}"
-HEADERS = {"Metadata-Flavor": "metafs"}
+OPERATOR_TOKEN = "mfs_operator_test-operator-token-for-the-suite"
+HEADERS = {"Metadata-Flavor": "metafs", "Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 
 def free_port() -> int:
@@ -43,7 +44,8 @@ class ServerProcess:
     def start(self, *extra: str) -> ServerProcess:
         cmd = [sys.executable, "-m", "metafs.cli", "serve", "--listen", f"127.0.0.1:{self.port}"]
         cmd += ["--store", f"sqlite://{self.db}", "--log-level", "warning", *extra]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT)
+        env = {**os.environ, "METAFS_OPERATOR_TOKEN": OPERATOR_TOKEN}
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -97,9 +99,9 @@ def cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `metafs` command line."""
-    full_env = {
-        k: v for k, v in os.environ.items() if k not in ("METADATA_CONNECTION_URL", "DEPLOYMENT_UNIT_ID")
-    }
+    drop = ("METADATA_CONNECTION_URL", "DEPLOYMENT_UNIT_ID", "METAFS_TOKEN", "METAFS_TOKEN_FILE")
+    full_env = {k: v for k, v in os.environ.items() if k not in drop}
+    full_env["METAFS_TOKEN"] = OPERATOR_TOKEN
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "metafs.cli", *args],

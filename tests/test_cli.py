@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import EXAMPLE, ROOT, ZK1, ZK1_PATH, ServerProcess, cli
+from .conftest import EXAMPLE, HEADERS, OPERATOR_TOKEN, ROOT, ZK1, ZK1_PATH, ServerProcess, cli
 
 
 def env_for(server: ServerProcess, unit: str | None = ZK1_PATH) -> dict[str, str]:
@@ -84,15 +84,19 @@ def test_wait_until_changed_exists_and_timeout(server: ServerProcess) -> None:
     env = env_for(server)
     assert cli("load", str(EXAMPLE), env=env).returncode == 0
     cmd = [sys.executable, "-m", "metafs.cli", "wait", "self/hostname", "--timeout", "20"]
-    full_env = {"PATH": "/usr/bin:/bin", **env}
+    full_env = {"PATH": "/usr/bin:/bin", "METAFS_TOKEN": OPERATOR_TOKEN, **env}
     waiter = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)
         # a change elsewhere in the same view does not end a wait on hostname
-        httpx.put(f"{server.url}/v1/kv/5/test1/s4/f58ce48e-a4d5-4c1b-905f-ee3b15ccf117/hostname", content="x")
+        httpx.put(
+            f"{server.url}/v1/kv/5/test1/s4/f58ce48e-a4d5-4c1b-905f-ee3b15ccf117/hostname",
+            content="x",
+            headers=HEADERS,
+        )
         time.sleep(0.5)
         assert waiter.poll() is None
-        httpx.put(f"{server.url}/v1/kv/{ZK1_PATH}/hostname", content="changed")
+        httpx.put(f"{server.url}/v1/kv/{ZK1_PATH}/hostname", content="changed", headers=HEADERS)
         out, _ = waiter.communicate(timeout=10)
         assert (waiter.returncode, out) == (0, "changed\n")
     finally:
@@ -111,6 +115,7 @@ def test_wait_until_changed_exists_and_timeout(server: ServerProcess) -> None:
         httpx.put(
             f"{server.url}/v1/accounts/5/stacks/test1/services/s4/units/late",
             json={"cardinal_value": 4, "hostname": "late-4"},
+            headers=HEADERS,
         )
         out, _ = appear.communicate(timeout=10)
         assert (appear.returncode, out) == (0, "late-4\n")

@@ -8,8 +8,11 @@ from collections.abc import AsyncIterator, Sequence
 import httpx
 import pytest
 
+from metafs import auth
 from metafs.server import MetadataServer
 from metafs.store import Guard, Op, Snapshot, Store, StoreError
+
+from .conftest import HEADERS, OPERATOR_TOKEN
 
 
 class DownStore(Store):
@@ -43,8 +46,9 @@ def anyio_backend() -> str:
 
 @pytest.mark.anyio
 async def test_a_store_that_is_down_gives_503_everywhere() -> None:
-    transport = httpx.ASGITransport(app=MetadataServer(DownStore()).app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://metafs") as c:
+    app = MetadataServer(DownStore(), operator_digest=auth.digest(OPERATOR_TOKEN)).app
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://metafs", headers=HEADERS) as c:
         for method, path in [
             ("GET", "/healthz"),
             ("GET", "/v1/kv/5/"),
