@@ -284,8 +284,8 @@ class Scope:
 
     def require_seed_path(self, segs: list[str]) -> None:
         """A seed path is readable if it leads to, or lies inside, a readable service."""
-        if self.services is None:
-            return
+        if self.services is None or not segs:
+            return  # everything, or the root (whose listing is pruned to the scope)
         n = min(len(segs), 3)
         if not any(tuple(segs[:n]) == svc[:n] for svc in self.services):
             raise Forbidden(f"this {self.principal.kind} token may not read /v1/kv/{'/'.join(segs)}")
@@ -521,11 +521,12 @@ async def document_tree(snap: Snapshot, segs: list[str]) -> Node | None:
 async def watch_tree(snap: Snapshot, unit_ids: list[str], with_list: bool, scope: Scope | None = None) -> Dir:
     """For each unit, the last revision at which anything its view shows may have changed
     (``units/<id>``), and when the list of units last changed (``list``). Long-polled,
-    this is how one request keeps many views fresh."""
+    this is how one request keeps many views fresh. Units outside the scope are left out
+    (a unit moved off a host disappears from its mount)."""
     units = Dir()
     for uid in unit_ids:
-        if scope is not None:
-            scope.require_unit(uid)
+        if scope is not None and scope.units is not None and uid not in scope.units:
+            continue  # out of scope (or moved out of it): left out, so the watcher drops it
         prefixes = [index_key(uid)]
         idx = await snap.get(index_key(uid))
         if idx is not None:

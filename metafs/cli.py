@@ -125,7 +125,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = Settings(
-        max_wait=args.max_wait, default_wait=min(args.max_wait, 300.0), max_body=args.max_body
+        max_wait=args.max_wait,
+        default_wait=min(args.max_wait, 300.0),
+        max_body=args.max_body,
+        body_timeout=args.body_timeout,
     )
     store = args.store or default_store_url()
     token_file = (
@@ -316,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=16 * 1024 * 1024,
         metavar="BYTES",
         help="largest write or load document (default: %(default)s)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a request body must arrive within this (default: %(default)s)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(

@@ -217,9 +217,10 @@ class AsyncMetadataClient(_Base):
         raise self._unreachable(errors)
 
     async def view(self, unit_id: str) -> Answer:
-        """A unit's whole view with revisions and times (``?format=meta``); 404 allowed."""
+        """A unit's whole view with revisions and times (``?format=meta``); 404 (no such
+        unit) and 403 (not in this token's scope) are answers, not errors."""
         return await self.request(
-            "GET", f"/v1/view/{quote(unit_id, safe='')}/", ok=(200, 404), params={"format": "meta"}
+            "GET", f"/v1/view/{quote(unit_id, safe='')}/", ok=(200, 403, 404), params={"format": "meta"}
         )
 
     async def units(self) -> Answer:

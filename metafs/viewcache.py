@@ -132,7 +132,7 @@ class ViewCache:
 
     async def _fetch(self, unit_id: str) -> View | None:
         ans = await self.client.view(unit_id)
-        if ans.status == 404:
+        if ans.status in (403, 404):  # gone, or no longer ours to see: the same to the mount
             return None
         seen = int(ans.headers.get("x-metafs-revision", "0"))
         root = from_meta(ans.json())
@@ -222,6 +222,8 @@ class ViewCache:
         changed = data.get("units", {})
         assert isinstance(changed, dict)
         stale = [u for u, rev in changed.items() if u in self.views and rev > self.views[u].seen]
+        for uid in [u for u in self.views if u not in changed]:
+            self._drop(uid)  # the watch left it out: out of this token's scope now
         if self.host_mode and int(data.get("list", 0)) > self.units_seen:  # type: ignore[call-overload]
             await self.load_units()
         failed: list[str] = []

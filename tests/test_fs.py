@@ -296,3 +296,20 @@ def test_view_json_matches_the_server_after_many_changes(
     assert walk(m.path) == expected_files(final, m.path)
     assert json.loads(json.dumps(final))["self"]["host"]["agent_ip"] == "10.0.0.99"
     assert EXAMPLE.exists()
+
+
+def test_a_host_token_mount_shows_only_that_hosts_units(
+    loaded: httpx.Client, server: ServerProcess, make_mount: MakeMount
+) -> None:
+    token = loaded.post("/v1/tokens/", json={"kind": "host", "subject": "node-a"}).json()["token"]
+    m = make_mount(server.url, None, "--token", token)
+    on_a = sorted([ZK1, "3b1f2c9e-0001-4a6e-9d2b-5c1e8f000001", "3b1f2c9e-0004-4a6e-9d2b-5c1e8f000004"])
+    assert sorted(os.listdir(m.path)) == on_a
+    assert not (m.path / ZK2).exists()
+    assert (m.path / ZK1 / "self" / "host" / "name").read_text() == "node-a\n"
+    # a unit placed on the host appears; placed elsewhere, it vanishes
+    put(server, f"5/test1/s4/{ZK2}/host", "node-a")
+    wait_for(lambda: ZK2 in os.listdir(m.path))
+    assert (m.path / ZK2 / "self" / "hostname").read_text() == "s4-2\n"
+    put(server, f"5/test1/s4/{ZK2}/host", "node-b")
+    wait_for(lambda: ZK2 not in os.listdir(m.path) and not (m.path / ZK2).exists())
