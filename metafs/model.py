@@ -151,7 +151,7 @@ class Unit(_Record):
     """A deployment unit: one instance of a scaled service."""
 
     cardinal_value: Cardinal
-    hostname: Text
+    hostname: Annotated[Text, Field(min_length=1)]
     virt_ip_address: IPAddress | None = None
     ports: list[Item] | None = None
     image: Text | None = None
@@ -207,6 +207,7 @@ _MESSAGES = {
     "model_attributes_type": "expected a mapping",
     "missing": "required field is missing",
     "extra_forbidden": "unknown field",
+    "string_too_short": "must not be empty",
 }
 
 

@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import auth, catalog, model, tree
+from . import auth, catalog, model, openapi, tree
 from .catalog import Catalog, CatalogError
 from .store import Snapshot, Store, StoreError, open_store
 
@@ -162,6 +162,7 @@ class MetadataServer:
         self.app = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET", "HEAD"]),
+                Route("/openapi.json", self.openapi, methods=["GET", "HEAD"]),
                 Route("/v1/load", self.load, methods=["POST"]),
                 Route(
                     "/v1/{rest:path}",
@@ -310,6 +311,9 @@ class MetadataServer:
             return Response(f"ok revision {rev}\n", headers={"X-Metafs-Revision": str(rev)}, media_type=TEXT)
 
         return await self._guard(request, handle)
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(json.dumps(openapi.document()), media_type=JSON)
 
     async def load(self, request: Request) -> Response:
         async def handle() -> Response:

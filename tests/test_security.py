@@ -1,4 +1,4 @@
-"""Scoping: every route × every token kind × own / other unit / other account; the SSRF
+"""Scoping: every route x every token kind x own / other unit / other account; the SSRF
 guard; hostile input."""
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def test_watch_leaves_out_what_is_out_of_scope(env: tuple[ServerProcess, dict[st
 
 
 def test_tokens_401_revocation_and_listing(env: tuple[ServerProcess, dict[str, str]]) -> None:
-    srv, tokens = env
+    srv, _ = env
     url = f"{srv.url}/v1/view/{ZK1}/self/hostname"
     r = httpx.get(url, headers=FLAVOR)
     assert r.status_code == 401 and r.headers["www-authenticate"] == 'Bearer realm="metafs"'
