@@ -196,7 +196,7 @@ class ViewCache:
                 continue
             data = ans.json()
             try:
-                await self._catch_up(data)
+                await self._catch_up(units, data)
             except ClientError as exc:
                 self._went_stale(exc)
                 await trio.sleep(delay)
@@ -217,12 +217,12 @@ class ViewCache:
                 "server unreachable (%s); serving %d cached views stale, retrying", exc, len(self.views)
             )
 
-    async def _catch_up(self, data: dict[str, object]) -> None:
+    async def _catch_up(self, asked: list[str], data: dict[str, object]) -> None:
         """Refetch every view (and the list) the watch reports as changed since we saw it."""
         changed = data.get("units", {})
         assert isinstance(changed, dict)
         stale = [u for u, rev in changed.items() if u in self.views and rev > self.views[u].seen]
-        for uid in [u for u in self.views if u not in changed]:
+        for uid in [u for u in asked if u not in changed]:
             self._drop(uid)  # the watch left it out: out of this token's scope now
         if self.host_mode and int(data.get("list", 0)) > self.units_seen:  # type: ignore[call-overload]
             await self.load_units()
