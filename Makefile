@@ -2,11 +2,11 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config etcd-server runc busybox-static curl sqlite3
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config etcd-server runc busybox-static curl sqlite3 wrk gcc
 DEMO_PORT ?= 8500
 DEMO_DIR ?= /tmp/metafs-demo
 
-.PHONY: demo test lint deps apt venv clean
+.PHONY: demo test bench lint deps apt venv clean
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -36,5 +36,8 @@ lint: venv
 test: deps lint
 	$(VENV)/bin/pytest -q; status=$$?; tests/unmount-all.sh; exit $$status
 
+bench: deps
+	$(PY) tests/bench/run.py; status=$$?; tests/unmount-all.sh; exit $$status
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import trio
 
 from .client import AsyncMetadataClient, ClientError
-from .tree import Dir, from_meta
+from .tree import Dir, Leaf, descend, from_meta
 
 log = logging.getLogger("metafs.views")
 
@@ -218,7 +218,8 @@ class ViewCache:
             )
 
     async def _catch_up(self, asked: list[str], data: dict[str, object]) -> None:
-        """Refetch every view (and the list) the watch reports as changed since we saw it."""
+        """Refetch every view (and the list) the watch reports as changed since we saw it:
+        one request per service, since its other units' views follow from that one."""
         changed = data.get("units", {})
         assert isinstance(changed, dict)
         stale = [u for u, rev in changed.items() if u in self.views and rev > self.views[u].seen]
@@ -226,20 +227,36 @@ class ViewCache:
             self._drop(uid)  # the watch left it out: out of this token's scope now
         if self.host_mode and int(data.get("list", 0)) > self.units_seen:  # type: ignore[call-overload]
             await self.load_units()
+        by_service: dict[str, list[str]] = {}
+        for uid in stale:
+            if uid in self.views:
+                by_service.setdefault(service_of(self.views[uid].root), []).append(uid)
         failed: list[str] = []
         async with trio.open_nursery() as nursery:
-            for uid in stale:
-                nursery.start_soon(self._refresh, uid, failed)
+            for uids in by_service.values():
+                nursery.start_soon(self._refresh, uids, failed)
         if failed:
             raise ClientError("; ".join(failed))
 
-    async def _refresh(self, unit_id: str, failed: list[str]) -> None:
-        old = self.views.get(unit_id)
+    async def _refresh(self, unit_ids: list[str], failed: list[str]) -> None:
+        """Fetch the first view of one service's stale views; derive the others from it
+        (those it does not list any more are fetched on their own: deleted or moved)."""
+        first, rest = unit_ids[0], unit_ids[1:]
         try:
-            new = await self._fetch(unit_id)
+            fetched = await self._fetch(first)
         except ClientError as exc:
-            failed.append(f"view {unit_id}: {exc}")
+            failed.append(f"view {first}: {exc}")
             return
+        self._replace(first, fetched)
+        for uid in rest:
+            derived = derive(fetched, uid) if fetched is not None else None
+            if derived is None:
+                await self._refresh([uid], failed)
+            else:
+                self._replace(uid, derived)
+
+    def _replace(self, unit_id: str, new: View | None) -> None:
+        old = self.views.get(unit_id)
         if old is None:
             return
         if new is None:
@@ -247,3 +264,24 @@ class ViewCache:
             return
         self.views[unit_id] = new
         self.on_view(unit_id, old.root, new.root)
+
+
+def service_of(view: Dir) -> str:
+    """``account/stack/service`` of a view (from ``self/deployment_unit_id``)."""
+    node = descend(view, ["self", "deployment_unit_id"])
+    return str(node.value).rsplit("/", 1)[0] if isinstance(node, Leaf) else ""
+
+
+def derive(view: View, unit_id: str) -> View | None:
+    """The view of a peer of ``view``'s unit: the same ``service/``, ``stack/`` and
+    ``revision`` (its view reads exactly the same records), and ``self`` is its entry in
+    ``service/all_hosts``. None when ``view`` does not list that unit."""
+    service = view.root.children.get("service")
+    all_hosts = service.children.get("all_hosts") if isinstance(service, Dir) else None
+    me = all_hosts.children.get(unit_id) if isinstance(all_hosts, Dir) else None
+    if not isinstance(me, Dir):
+        return None
+    root = Dir()
+    for name, child in view.root.children.items():
+        root.add(name, me if name == "self" else child)
+    return View(unit_id, root, view.seen)
