@@ -25,6 +25,7 @@ import contextlib
 import datetime
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -384,17 +385,64 @@ def _named(kind_rec: Record, ids: list[str], names: dict[str, str]) -> Dir:
     return d
 
 
-async def view_tree(snap: Snapshot, unit_id: str) -> Node | None:
-    """A unit's view: ``self/``, ``service/`` (with ``all_hosts/``), ``stack/``, ``revision``."""
-    idx = await snap.get(index_key(unit_id))
-    if idx is None:
-        return None
-    a, t, s = idx.value.split("/")
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    """What every view of one service's units shares: ``service/`` (with ``all_hosts/``,
+    whose entries are the units' ``self/``) and ``stack/``. ``revs`` says which revision of
+    each prefix it was built from; a view is ``self`` = its ``all_hosts`` entry, plus these.
+    Its trees are shared by every view built from it: never modify them."""
+
+    revs: tuple[int, ...]
+    time: float
+    service: Dir
+    stack: Dir
+
+    def unit(self, unit_id: str) -> Dir | None:
+        node = self.service.children["all_hosts"]
+        assert isinstance(node, Dir)
+        me = node.children.get(unit_id)
+        return me if isinstance(me, Dir) else None
+
+
+class ServiceViews:
+    """A bounded LRU of built :class:`ServiceView` s, checked against the store on each
+    use (one ``max(mod_rev)`` per prefix), so that the views of a service's 100 units are
+    built once per change rather than once per request."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, ...], ServiceView] = OrderedDict()
+
+    def get(self, key: tuple[str, ...], revs: tuple[int, ...]) -> ServiceView | None:
+        hit = self._entries.get(key)
+        if hit is None or hit.revs != revs:
+            return None
+        self._entries.move_to_end(key)
+        return hit
+
+    def put(self, key: tuple[str, ...], entry: ServiceView) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
+async def service_view(
+    snap: Snapshot, a: str, t: str, s: str, cache: ServiceViews | None = None
+) -> ServiceView | None:
+    """The shared part of the views of service ``a/t/s`` (from ``cache`` when current)."""
+    prefixes = [
+        record_key("unit", (a, t, s)),
+        record_key("service", (a, t)),
+        record_key("stack", (a, t)),
+        "h/",
+    ]
+    stamps = [await snap.last_change_at(p) for p in prefixes]
+    revs = tuple(rev for rev, _ in stamps)
+    if cache is not None and (hit := cache.get((a, t, s), revs)):
+        return hit
     recs = _Records()
     peers = await recs.range(snap, record_key("unit", (a, t, s)))
-    unit = recs.get(record_key("unit", (a, t, s, unit_id)))
-    if unit is None:
-        return None
     await recs.range(snap, record_key("stack", (a, t)))
     services = await recs.range(snap, record_key("service", (a, t)))
     await _hosts(snap, recs, peers)
@@ -402,15 +450,11 @@ async def view_tree(snap: Snapshot, unit_id: str) -> Node | None:
     stack = recs.get(record_key("stack", (a, t)))
     if svc is None or stack is None:
         return None
-
-    view = Dir()
-    view.add("self", unit_self([a, t, s, unit_id], unit, recs))
     service = _named(svc, [a, t, s], {"name": s, "stack_name": t, "account": a})
     all_hosts = Dir(rev=svc.rev, mtime=svc.item.mod_time)
     for peer in peers:
         all_hosts.add(key_ids(peer.item.key)[3], unit_self(key_ids(peer.item.key), peer, recs))
     service.add("all_hosts", all_hosts)
-    view.add("service", service)
     stack_dir = _named(stack, [a, t], {"name": t, "account": a})
     svcs = Dir(rev=stack.rev, mtime=stack.item.mod_time)
     for rec in services:
@@ -422,8 +466,29 @@ async def view_tree(snap: Snapshot, unit_id: str) -> Node | None:
                 entry.add(field, _stamped(rec.data[field], rec.stamp((field,))))
         svcs.add(name, entry)
     stack_dir.add("services", svcs)
-    view.add("stack", stack_dir)
-    view.add("revision", Leaf(snap.changed, snap.changed, snap.changed_time))
+    built = ServiceView(revs, max(t for _, t in stamps), service, stack_dir)
+    if cache is not None:
+        cache.put((a, t, s), built)
+    return built
+
+
+async def view_tree(snap: Snapshot, unit_id: str, cache: ServiceViews | None = None) -> Node | None:
+    """A unit's view: ``self/``, ``service/`` (with ``all_hosts/``), ``stack/``, ``revision``
+    (the last revision at which anything it shows, or any host, changed)."""
+    idx = await snap.get(index_key(unit_id))
+    if idx is None:
+        return None
+    a, t, s = idx.value.split("/")
+    shared = await service_view(snap, a, t, s, cache)
+    me = shared.unit(unit_id) if shared else None
+    if shared is None or me is None:
+        return None
+    view = Dir()
+    view.add("self", me)
+    view.add("service", shared.service)
+    view.add("stack", shared.stack)
+    rev = max(*shared.revs, idx.mod_rev)
+    view.add("revision", Leaf(rev, rev, max(shared.time, idx.mod_time)))
     return view
 
 
@@ -443,12 +508,26 @@ def _by_level(recs: _Records, kind: str) -> list[tuple[list[str], Record]]:
     return [(key_ids(k), r) for k, r in sorted(recs.by_key.items()) if k.startswith(p)]
 
 
-async def seed_tree(snap: Snapshot, segs: list[str], scope: Scope | None = None) -> Node | None:
+async def seed_tree(
+    snap: Snapshot, segs: list[str], scope: Scope | None = None, cache: ServiceViews | None = None
+) -> Node | None:
     """The seed's layout: ``<account>/<stack>/<service>/`` lists units; a unit's directory
     holds its ``self/`` files and ``all_hosts`` (its service's unit paths)."""
     check_ids(segs)
     if scope is not None:
         scope.require_seed_path(segs)
+    if len(segs) >= 4:  # one unit: from its service's shared view
+        a, t, s, u = segs[:4]
+        shared = await service_view(snap, a, t, s, cache)
+        me = shared.unit(u) if shared else None
+        if shared is None or me is None:
+            return None
+        unit = Dir(dict(me.children), me.rev, me.mtime)  # a copy: the shared tree stays as it is
+        all_hosts = shared.service.children["all_hosts"]
+        assert isinstance(all_hosts, Dir)
+        peers: list[Scalar] = [f"{a}/{t}/{s}/{p}" for p in sorted(all_hosts.children)]
+        unit.add("all_hosts", Leaf(peers, all_hosts.rev, all_hosts.mtime))
+        return descend(unit, segs[4:])
     ids = tuple(segs[:4])
     recs = await _scope(snap, ids[:3] if len(ids) == 4 else ids)
     root = Dir()
@@ -460,12 +539,12 @@ async def seed_tree(snap: Snapshot, segs: list[str], scope: Scope | None = None)
                 continue
             node = unit_self(rids, rec, recs) if kind == "unit" else Dir(rev=rec.rev, mtime=rec.item.mod_time)
             dirs[tuple(rids)] = parent.add(rids[-1], node)  # type: ignore[assignment]
-    peers: dict[tuple[str, ...], list[Scalar]] = {}
+    by_service: dict[tuple[str, ...], list[Scalar]] = {}
     for rids, _ in _by_level(recs, "unit"):
-        peers.setdefault(tuple(rids[:3]), []).append("/".join(rids))
+        by_service.setdefault(tuple(rids[:3]), []).append("/".join(rids))
     for rids, _ in _by_level(recs, "unit"):
         svc = dirs[tuple(rids[:3])]
-        dirs[tuple(rids)].add("all_hosts", Leaf(peers[tuple(rids[:3])], svc.rev, svc.mtime))
+        dirs[tuple(rids)].add("all_hosts", Leaf(by_service[tuple(rids[:3])], svc.rev, svc.mtime))
     if scope is not None and scope.services is not None:
         _prune(root, scope.services)
     return descend(root, segs)
@@ -611,6 +690,7 @@ class Catalog:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.views = ServiceViews()
 
     async def _commit(self, plan: Any) -> WriteResult:
         """Run ``plan(snapshot) -> (ops, guards, changed)`` until it commits."""

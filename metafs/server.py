@@ -345,7 +345,7 @@ class MetadataServer:
 
             principal = await self._principal(request)
             readers: dict[str, Resolver] = {
-                "kv": lambda snap, scope: catalog.seed_tree(snap, rest, scope),
+                "kv": lambda snap, scope: catalog.seed_tree(snap, rest, scope, self.catalog.views),
                 "view": lambda snap, scope: self._view(snap, scope, rest),
                 "units": lambda snap, scope: self._units(snap, scope, rest),
                 "accounts": lambda snap, scope: self._document(snap, scope, segs),
@@ -408,7 +408,7 @@ class MetadataServer:
             return await catalog.units_tree(snap, scope)
         catalog.check_id(rest[0], "unit id")
         scope.require_unit(rest[0])
-        view = await catalog.view_tree(snap, rest[0])
+        view = await catalog.view_tree(snap, rest[0], self.catalog.views)
         return tree.descend(view, rest[1:]) if view else None
 
     async def _units(self, snap: Snapshot, scope: catalog.Scope, rest: list[str]) -> tree.Node | None:

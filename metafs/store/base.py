@@ -106,14 +106,20 @@ class Snapshot(abc.ABC):
 
     async def last_change(self, prefix: str) -> int:
         """The last revision at which anything under ``prefix`` changed (0: never)."""
-        changed = await self._last_change(prefix)
-        self.prefixes.append(prefix)
-        self.changed = max(self.changed, changed)
-        return changed
+        return (await self.last_change_at(prefix))[0]
 
-    async def _last_change(self, prefix: str) -> int:
+    async def last_change_at(self, prefix: str) -> tuple[int, float]:
+        """That revision and its time."""
+        changed, when = await self._last_change(prefix)
+        self.prefixes.append(prefix)
+        if changed > self.changed:
+            self.changed, self.changed_time = changed, when
+        return changed, when
+
+    async def _last_change(self, prefix: str) -> tuple[int, float]:
         """Backends may answer this without reading the values."""
-        return (await self._range(prefix)).changed
+        r = await self._range(prefix)
+        return r.changed, r.changed_time
 
     @abc.abstractmethod
     async def _range(self, prefix: str) -> Range: ...

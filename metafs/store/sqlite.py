@@ -76,14 +76,15 @@ class _SqliteSnapshot(Snapshot):
                 changed, changed_time = m, t
         return Range(items, changed, changed_time)
 
-    async def _last_change(self, prefix: str) -> int:
+    async def _last_change(self, prefix: str) -> tuple[int, float]:
         try:
-            (changed,) = self._conn.execute(
-                "SELECT max(mod_rev) FROM kv WHERE key >= ? AND key < ?", (prefix, prefix_end(prefix))
+            row = self._conn.execute(
+                "SELECT mod_rev, mod_time FROM kv WHERE key >= ? AND key < ? ORDER BY mod_rev DESC LIMIT 1",
+                (prefix, prefix_end(prefix)),
             ).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite read failed: {exc}") from exc
-        return int(changed or 0)
+        return (int(row[0]), float(row[1])) if row else (0, 0.0)
 
 
 class SqliteStore(Store):

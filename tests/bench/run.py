@@ -74,8 +74,24 @@ def rounds(op: Callable[[], object], n: int, r: int = 7) -> tuple[float, tuple[f
     return statistics.median(meds), (min(meds), max(meds))
 
 
-def record(section: str, name: str, value: tuple[float, tuple[float, float]], unit: str, baseline: tuple[str, float] | None = None, goal: str = "", **extra: Any) -> None:
-    fig = Figure(section, name, round(value[0], 2), unit, (round(value[1][0], 2), round(value[1][1], 2)), goal=goal, extra=extra)
+def record(
+    section: str,
+    name: str,
+    value: tuple[float, tuple[float, float]],
+    unit: str,
+    baseline: tuple[str, float] | None = None,
+    goal: str = "",
+    **extra: Any,
+) -> None:
+    fig = Figure(
+        section,
+        name,
+        round(value[0], 2),
+        unit,
+        (round(value[1][0], 2), round(value[1][1], 2)),
+        goal=goal,
+        extra=extra,
+    )
     if baseline:
         fig.baseline_name, fig.baseline = baseline[0], round(baseline[1], 2)
     FIGURES.append(fig)
@@ -135,7 +151,9 @@ def hello_ll(tmp: Path) -> Iterator[Path]:
     filesystem that implements open."""
     src = Path("/usr/share/doc/libfuse3-dev/examples/hello_ll.c")
     exe = tmp / "hello_ll"
-    flags = subprocess.run(["pkg-config", "fuse3", "--cflags", "--libs"], capture_output=True, text=True, check=True).stdout.split()
+    flags = subprocess.run(
+        ["pkg-config", "fuse3", "--cflags", "--libs"], capture_output=True, text=True, check=True
+    ).stdout.split()
     subprocess.run(["gcc", "-O2", "-Wall", str(src), *flags, "-o", str(exe)], check=True)
     mnt = tmp / "hello"
     mnt.mkdir()
@@ -151,10 +169,25 @@ def etcd(tmp: Path) -> Iterator[str]:
     client, peer = free_port(), free_port()
     url = f"http://127.0.0.1:{client}"
     proc = subprocess.Popen(
-        ["etcd", "--data-dir", str(tmp / "etcd"), "--listen-client-urls", url, "--advertise-client-urls", url,
-         "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-         "--initial-cluster", f"default=http://127.0.0.1:{peer}", "--log-level", "error"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "etcd",
+            "--data-dir",
+            str(tmp / "etcd"),
+            "--listen-client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{peer}",
+            "--initial-cluster",
+            f"default=http://127.0.0.1:{peer}",
+            "--log-level",
+            "error",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         for _ in range(100):
@@ -170,9 +203,32 @@ def etcd(tmp: Path) -> Iterator[str]:
 
 
 def big_service(units: int, name: str = "big", host: str = "node-a") -> dict[str, Any]:
-    return {"accounts": {"9": {"stacks": {"bench": {"services": {name: {"service_domain": f"{name}.bench", "units": {
-        f"{name}-{i:05d}": {"cardinal_value": i, "hostname": f"{name}-{i}", "virt_ip_address": f"10.9.{i // 250}.{i % 250}",
-                            "ports": ["80/tcp"], "image": "nginx", "host": host} for i in range(units)}}}}}}}}
+    return {
+        "accounts": {
+            "9": {
+                "stacks": {
+                    "bench": {
+                        "services": {
+                            name: {
+                                "service_domain": f"{name}.bench",
+                                "units": {
+                                    f"{name}-{i:05d}": {
+                                        "cardinal_value": i,
+                                        "hostname": f"{name}-{i}",
+                                        "virt_ip_address": f"10.9.{i // 250}.{i % 250}",
+                                        "ports": ["80/tcp"],
+                                        "image": "nginx",
+                                        "host": host,
+                                    }
+                                    for i in range(units)
+                                },
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
 
 # -- 1. warm reads -------------------------------------------------------------------
@@ -193,7 +249,7 @@ def read_file(path: Path) -> Callable[[], bytes]:
 def bench_warm(tmp: Path, srv: ServerProcess) -> None:
     print("warm reads (µs per operation)")
     n = 200 if QUICK else 1000
-    with mount(srv, tmp / "warm", f"9/bench/big/big-00000") as m, hello_ll(tmp) as hello:
+    with mount(srv, tmp / "warm", "9/bench/big/big-00000") as m, hello_ll(tmp) as hello:
         f = m / "self" / "hostname"
         assert f.read_text() == "big-0\n"
         shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
@@ -205,22 +261,66 @@ def bench_warm(tmp: Path, srv: ServerProcess) -> None:
                 (shm / "all_hosts" / f"big-{i:05d}").mkdir()
             tmpfs_read = rounds(read_file(t), n)
             hello_read = rounds(read_file(hello / "hello"), n)
-            record("warm read", "open+read+close self/hostname", rounds(read_file(f), n), "µs", ("hello_ll", hello_read[0]), goal="<= 1.5x hello_ll")
+            record(
+                "warm read",
+                "open+read+close self/hostname",
+                rounds(read_file(f), n),
+                "µs",
+                ("hello_ll", hello_read[0]),
+                goal="<= 1.5x hello_ll",
+            )
             record("warm read", "open+read+close on tmpfs", tmpfs_read, "µs")
-            record("warm read", "open+read+close /hello of hello_ll", hello_read, "µs", ("tmpfs", tmpfs_read[0]))
-            record("warm read", "stat self/hostname", rounds(lambda: os.stat(f), n * 5), "µs", ("tmpfs", rounds(lambda: os.stat(t), n * 5)[0]), goal="<= 1.2x tmpfs")
+            record(
+                "warm read", "open+read+close /hello of hello_ll", hello_read, "µs", ("tmpfs", tmpfs_read[0])
+            )
+            record(
+                "warm read",
+                "stat self/hostname",
+                rounds(lambda: os.stat(f), n * 5),
+                "µs",
+                ("tmpfs", rounds(lambda: os.stat(t), n * 5)[0]),
+                goal="<= 1.2x tmpfs",
+            )
             fd, tfd = os.open(f, os.O_RDONLY), os.open(t, os.O_RDONLY)
             try:
-                record("warm read", "pread on an open fd", rounds(lambda: os.pread(fd, 4096, 0), n * 5), "µs", ("tmpfs", rounds(lambda: os.pread(tfd, 4096, 0), n * 5)[0]), goal="<= 1.2x tmpfs")
+                record(
+                    "warm read",
+                    "pread on an open fd",
+                    rounds(lambda: os.pread(fd, 4096, 0), n * 5),
+                    "µs",
+                    ("tmpfs", rounds(lambda: os.pread(tfd, 4096, 0), n * 5)[0]),
+                    goal="<= 1.2x tmpfs",
+                )
             finally:
                 os.close(fd)
                 os.close(tfd)
-            record("warm read", "Python open().read()", rounds(lambda: f.read_bytes(), n), "µs", ("tmpfs", rounds(lambda: t.read_bytes(), n)[0]))
+            record(
+                "warm read",
+                "Python open().read()",
+                rounds(lambda: f.read_bytes(), n),
+                "µs",
+                ("tmpfs", rounds(lambda: t.read_bytes(), n)[0]),
+            )
             cat_ = rounds(lambda: subprocess.run(["cat", str(f)], stdout=subprocess.DEVNULL), 20, 5)
-            record("warm read", "cat as a process", cat_, "µs", ("tmpfs", rounds(lambda: subprocess.run(["cat", str(t)], stdout=subprocess.DEVNULL), 20, 5)[0]))
+            record(
+                "warm read",
+                "cat as a process",
+                cat_,
+                "µs",
+                (
+                    "tmpfs",
+                    rounds(lambda: subprocess.run(["cat", str(t)], stdout=subprocess.DEVNULL), 20, 5)[0],
+                ),
+            )
             ah = m / "service" / "all_hosts"
             assert len(os.listdir(ah)) == 100
-            record("warm read", "list all_hosts/ (100 units)", rounds(lambda: os.listdir(ah), n // 5), "µs", ("tmpfs", rounds(lambda: os.listdir(shm / "all_hosts"), n // 5)[0]))
+            record(
+                "warm read",
+                "list all_hosts/ (100 units)",
+                rounds(lambda: os.listdir(ah), n // 5),
+                "µs",
+                ("tmpfs", rounds(lambda: os.listdir(shm / "all_hosts"), n // 5)[0]),
+            )
         finally:
             shutil.rmtree(shm)
 
@@ -248,7 +348,14 @@ def bench_cold(tmp: Path, srv: ServerProcess) -> None:
         assert requests.get(url, headers=HEADERS, timeout=5).text == "s4-1\n"
         http.append((time.perf_counter() - t0) * 1e3)
     base = statistics.median(http)
-    record("cold read", "first read of self/hostname after mount", (statistics.median(times), (min(times), max(times))), "ms", ("HTTP GET", base), goal="<= 2x HTTP GET")
+    record(
+        "cold read",
+        "first read of self/hostname after mount",
+        (statistics.median(times), (min(times), max(times))),
+        "ms",
+        ("HTTP GET", base),
+        goal="<= 2x HTTP GET",
+    )
     record("cold read", "direct HTTP GET (requests, new connection)", (base, (min(http), max(http))), "ms")
 
 
@@ -290,8 +397,22 @@ def bench_propagation(tmp: Path, srv: ServerProcess) -> None:
         for t in threads:
             t.join()
     p50, p99 = statistics.median(lat), pct(lat, 99)
-    record("propagation", "write -> new value read, p50", (p50, (min(lat), max(lat))), "ms", ("downwardAPI ~60 s", 60_000), goal="<= 20 ms")
-    record("propagation", "write -> new value read, p99", (p99, (min(lat), max(lat))), "ms", ("downwardAPI ~60 s", 60_000), goal="<= 100 ms")
+    record(
+        "propagation",
+        "write -> new value read, p50",
+        (p50, (min(lat), max(lat))),
+        "ms",
+        ("downwardAPI ~60 s", 60_000),
+        goal="<= 20 ms",
+    )
+    record(
+        "propagation",
+        "write -> new value read, p99",
+        (p99, (min(lat), max(lat))),
+        "ms",
+        ("downwardAPI ~60 s", 60_000),
+        goal="<= 100 ms",
+    )
 
 
 # -- 4. server throughput -------------------------------------------------------------
@@ -318,9 +439,13 @@ def bench_throughput(tmp: Path, srv: ServerProcess) -> None:
         return
     with etcd(tmp) as etcd_url:
         key = base64.b64encode(b"/metafs/9/bench/big/big-00000/hostname").decode()
-        httpx.post(etcd_url + "/v3/kv/put", json={"key": key, "value": base64.b64encode(b"big-0\n").decode()}).raise_for_status()
+        httpx.post(
+            etcd_url + "/v3/kv/put", json={"key": key, "value": base64.b64encode(b"big-0\n").decode()}
+        ).raise_for_status()
         lua = tmp / "range.lua"
-        lua.write_text(f'wrk.method = "POST"\nwrk.body = \'{{"key": "{key}"}}\'\nwrk.headers["Content-Type"] = "application/json"\n')
+        lua.write_text(
+            f'wrk.method = "POST"\nwrk.body = \'{{"key": "{key}"}}\'\nwrk.headers["Content-Type"] = "application/json"\n'
+        )
         seconds = 3 if QUICK else 5
         for conns in (1, 16, 64):
             base = wrk(etcd_url + "/v3/kv/range", conns, {}, lua, seconds)
@@ -328,9 +453,28 @@ def bench_throughput(tmp: Path, srv: ServerProcess) -> None:
             view_t = wrk(f"{srv.url}/v1/view/big-00000/", conns, HEADERS, seconds=seconds)
             view_j = wrk(f"{srv.url}/v1/view/big-00000/?format=json", conns, HEADERS, seconds=seconds)
             record("throughput", f"etcd 3.4 gateway range, c={conns}", (base, (base, base)), "req/s")
-            record("throughput", f"GET one key, c={conns}", (leaf, (leaf, leaf)), "req/s", ("etcd", base), goal=">= 1.0x etcd")
-            record("throughput", f"GET unit view (text, 100 peers), c={conns}", (view_t, (view_t, view_t)), "req/s", ("etcd", base))
-            record("throughput", f"GET unit view (JSON, 100 peers), c={conns}", (view_j, (view_j, view_j)), "req/s", ("etcd", base))
+            record(
+                "throughput",
+                f"GET one key, c={conns}",
+                (leaf, (leaf, leaf)),
+                "req/s",
+                ("etcd", base),
+                goal=">= 1.0x etcd",
+            )
+            record(
+                "throughput",
+                f"GET unit view (text, 100 peers), c={conns}",
+                (view_t, (view_t, view_t)),
+                "req/s",
+                ("etcd", base),
+            )
+            record(
+                "throughput",
+                f"GET unit view (JSON, 100 peers), c={conns}",
+                (view_j, (view_j, view_j)),
+                "req/s",
+                ("etcd", base),
+            )
 
 
 # -- 5. long polls --------------------------------------------------------------------
@@ -344,7 +488,9 @@ async def _long_polls(url: str, n: int, index: int, write: Callable[[], None]) -
     ).encode()
     conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     for i in range(0, n, 500):
-        batch = await asyncio.gather(*(asyncio.open_connection(host, int(port)) for _ in range(min(500, n - i))))
+        batch = await asyncio.gather(
+            *(asyncio.open_connection(host, int(port)) for _ in range(min(500, n - i)))
+        )
         for _, w in batch:
             w.write(request)
         conns.extend(batch)
@@ -376,34 +522,70 @@ def bench_long_polls(tmp: Path) -> None:
         httpx.post(srv.url + "/v1/load", json=big_service(10), headers=HEADERS).raise_for_status()
         assert srv.proc is not None
         idle = rss_mb(srv.proc.pid)
-        index = int(httpx.get(f"{srv.url}/v1/view/big-00003/self/hostname", headers=HEADERS).headers["x-metafs-index"])
+        index = int(
+            httpx.get(f"{srv.url}/v1/view/big-00003/self/hostname", headers=HEADERS).headers["x-metafs-index"]
+        )
         peak = [0.0]
 
         def write() -> None:
             peak[0] = rss_mb(srv.proc.pid)  # type: ignore[union-attr]
-            httpx.put(f"{srv.url}/v1/kv/9/bench/big/big-00003/hostname", content="woken", headers=HEADERS).raise_for_status()
+            httpx.put(
+                f"{srv.url}/v1/kv/9/bench/big/big-00003/hostname", content="woken", headers=HEADERS
+            ).raise_for_status()
 
         took, answered = asyncio.run(_long_polls(srv.url, n, index, write))
     assert answered == n, f"only {answered} of {n} long polls were answered"
-    record("long polls", f"all {n} answered after one write", (took * 1e3, (took * 1e3, took * 1e3)), "ms", goal="<= 1000 ms")
-    record("long polls", f"server RSS with {n} parked", (peak[0], (peak[0], peak[0])), "MB", ("idle", idle), goal="<= 300 MB")
+    record(
+        "long polls",
+        f"all {n} answered after one write",
+        (took * 1e3, (took * 1e3, took * 1e3)),
+        "ms",
+        goal="<= 1000 ms",
+    )
+    record(
+        "long polls",
+        f"server RSS with {n} parked",
+        (peak[0], (peak[0], peak[0])),
+        "MB",
+        ("idle", idle),
+        goal="<= 300 MB",
+    )
 
 
 # -- 6. scale -------------------------------------------------------------------------
 
 
-def scale_document(accounts: int = 10, services: int = 1000, per_service: int = 100, hosts: int = 100) -> dict[str, Any]:
-    doc: dict[str, Any] = {"hosts": {f"h{i:03d}": {"hostname": f"h{i:03d}.dc", "agent_ip": f"10.1.{i // 250}.{i % 250}"} for i in range(hosts)}, "accounts": {}}
+def scale_document(
+    accounts: int = 10, services: int = 1000, per_service: int = 100, hosts: int = 100
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "hosts": {
+            f"h{i:03d}": {"hostname": f"h{i:03d}.dc", "agent_ip": f"10.1.{i // 250}.{i % 250}"}
+            for i in range(hosts)
+        },
+        "accounts": {},
+    }
     n = 0
     for s in range(services):
         acc = doc["accounts"].setdefault(f"a{s % accounts}", {"stacks": {}})
         stack = acc["stacks"].setdefault(f"st{(s // accounts) % 10}", {"services": {}})
         units = {}
         for u in range(per_service):
-            units[f"u{n:06d}"] = {"cardinal_value": u, "hostname": f"s{s}-{u}", "virt_ip_address": f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}",
-                                  "ports": ["8080/tcp"], "image": "app:1", "host": f"h{n % hosts:03d}", "labels": {"zone": f"z{n % 3}"}}
+            units[f"u{n:06d}"] = {
+                "cardinal_value": u,
+                "hostname": f"s{s}-{u}",
+                "virt_ip_address": f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}",
+                "ports": ["8080/tcp"],
+                "image": "app:1",
+                "host": f"h{n % hosts:03d}",
+                "labels": {"zone": f"z{n % 3}"},
+            }
             n += 1
-        stack["services"][f"svc{s}"] = {"service_domain": f"svc{s}.internal", "scale": per_service, "units": units}
+        stack["services"][f"svc{s}"] = {
+            "service_domain": f"svc{s}.internal",
+            "scale": per_service,
+            "units": units,
+        }
     return doc
 
 
@@ -418,7 +600,9 @@ def bench_scale(tmp: Path) -> None:
             r = c.post("/v1/load", content=body, headers={"Content-Type": "application/json"})
             load_s = time.perf_counter() - t0
             assert r.status_code == 200, r.text[:500]
-            c.post("/v1/load", json=big_service(1000, "thousand"), headers={"Content-Type": "application/json"}).raise_for_status()
+            c.post(
+                "/v1/load", json=big_service(1000, "thousand"), headers={"Content-Type": "application/json"}
+            ).raise_for_status()
             assert srv.proc is not None
             rss = rss_mb(srv.proc.pid)
             view = rounds(lambda: c.get("/v1/view/u000100/?format=json").raise_for_status(), 20, 5)
@@ -428,8 +612,18 @@ def bench_scale(tmp: Path) -> None:
         record("scale", f"load {services * 100} units in one document", (load_s, (load_s, load_s)), "s")
         record("scale", "store size on disk", (size, (size, size)), "MB")
         record("scale", "server RSS after the load", (rss, (rss, rss)), "MB")
-        record("scale", "GET a unit view (JSON, 100 peers)", (view[0] / 1000, (view[1][0] / 1000, view[1][1] / 1000)), "ms")
-        record("scale", "GET a 1,000-unit service listing", (listing[0] / 1000, (listing[1][0] / 1000, listing[1][1] / 1000)), "ms")
+        record(
+            "scale",
+            "GET a unit view (JSON, 100 peers)",
+            (view[0] / 1000, (view[1][0] / 1000, view[1][1] / 1000)),
+            "ms",
+        )
+        record(
+            "scale",
+            "GET a 1,000-unit service listing",
+            (listing[0] / 1000, (listing[1][0] / 1000, listing[1][1] / 1000)),
+            "ms",
+        )
         with mount(srv, tmp / "scale-mnt") as m:
             for i in range(100):
                 assert (m / f"u{i * 997:06d}" / "self" / "hostname").read_text()
@@ -441,7 +635,9 @@ def bench_scale(tmp: Path) -> None:
 def main() -> int:
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
-    machine = f"{platform.node()}: {os.cpu_count()} CPUs, {platform.release()}, Python {platform.python_version()}"
+    machine = (
+        f"{platform.node()}: {os.cpu_count()} CPUs, {platform.release()}, Python {platform.python_version()}"
+    )
     print(f"metafs bench on {machine}{' (quick)' if QUICK else ''}")
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="metafs-bench-") as d:
@@ -456,7 +652,12 @@ def main() -> int:
         bench_long_polls(tmp)
         bench_scale(tmp)
     took = time.perf_counter() - t_start
-    result = {"machine": machine, "seconds": round(took, 1), "quick": QUICK, "figures": [asdict(f) | {"ratio": f.ratio} for f in FIGURES]}
+    result = {
+        "machine": machine,
+        "seconds": round(took, 1),
+        "quick": QUICK,
+        "figures": [asdict(f) | {"ratio": f.ratio} for f in FIGURES],
+    }
     (out / "bench.json").write_text(json.dumps(result, indent=2))
     print()
     print(table())
@@ -465,11 +666,16 @@ def main() -> int:
 
 
 def table() -> str:
-    lines = ["| section | figure | metafs | spread | baseline | ratio | goal |", "|---|---|---:|---:|---|---:|---|"]
+    lines = [
+        "| section | figure | metafs | spread | baseline | ratio | goal |",
+        "|---|---|---:|---:|---|---:|---|",
+    ]
     for f in FIGURES:
         base = f"{f.baseline_name} {f.baseline:g} {f.unit}" if f.baseline is not None else ""
         ratio = f"{f.ratio:.2f}x" if f.ratio is not None else ""
-        lines.append(f"| {f.section} | {f.name} | {f.value:g} {f.unit} | {f.spread[0]:g}..{f.spread[1]:g} | {base} | {ratio} | {f.goal} |")
+        lines.append(
+            f"| {f.section} | {f.name} | {f.value:g} {f.unit} | {f.spread[0]:g}..{f.spread[1]:g} | {base} | {ratio} | {f.goal} |"
+        )
     return "\n".join(lines)
 
 
