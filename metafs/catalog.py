@@ -603,16 +603,22 @@ async def watch_tree(snap: Snapshot, unit_ids: list[str], with_list: bool, scope
     this is how one request keeps many views fresh. Units outside the scope are left out
     (a unit moved off a host disappears from its mount)."""
     units = Dir()
+    shared: dict[str, int] = {}  # the units of one service share all but their index key
     for uid in unit_ids:
         if scope is not None and scope.units is not None and uid not in scope.units:
             continue  # out of scope (or moved out of it): left out, so the watcher drops it
-        prefixes = [index_key(uid)]
+        rev = await snap.last_change(index_key(uid))
         idx = await snap.get(index_key(uid))
         if idx is not None:
-            a, t, s = idx.value.split("/")
-            prefixes += [record_key("unit", (a, t, s)), record_key("service", (a, t))]
-            prefixes += [record_key("stack", (a, t)), "h/"]
-        rev = max([await snap.last_change(p) for p in prefixes])
+            if idx.value not in shared:
+                a, t, s = idx.value.split("/")
+                prefixes = [
+                    record_key("unit", (a, t, s)),
+                    record_key("service", (a, t)),
+                    record_key("stack", (a, t)),
+                ]
+                shared[idx.value] = max([await snap.last_change(p) for p in [*prefixes, "h/"]])
+            rev = max(rev, shared[idx.value])
         units.add(uid, Leaf(rev, rev))
     d = Dir()
     d.add("units", units)
