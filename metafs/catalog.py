@@ -26,8 +26,8 @@ import datetime
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -396,6 +396,9 @@ class ServiceView:
     time: float
     service: Dir
     stack: Dir
+    #: rendered whole views, by (unit id, format, revision): the JSON of a 100-peer view
+    #: costs more to make than everything else in a request
+    rendered: dict[tuple[str, str, int], bytes] = field(default_factory=dict, compare=False)
 
     def unit(self, unit_id: str) -> Dir | None:
         node = self.service.children["all_hosts"]
@@ -461,9 +464,9 @@ async def service_view(
         name = key_ids(rec.item.key)[2]
         entry = Dir()
         entry.add("name", _stamped(name, rec.born))
-        for field in ("scale", "service_domain"):
-            if field in rec.data:
-                entry.add(field, _stamped(rec.data[field], rec.stamp((field,))))
+        for key in ("scale", "service_domain"):
+            if key in rec.data:
+                entry.add(key, _stamped(rec.data[key], rec.stamp((key,))))
         svcs.add(name, entry)
     stack_dir.add("services", svcs)
     built = ServiceView(revs, max(t for _, t in stamps), service, stack_dir)
@@ -483,13 +486,31 @@ async def view_tree(snap: Snapshot, unit_id: str, cache: ServiceViews | None = N
     me = shared.unit(unit_id) if shared else None
     if shared is None or me is None:
         return None
-    view = Dir()
+    view = UnitView(shared=shared, unit_id=unit_id)
     view.add("self", me)
     view.add("service", shared.service)
     view.add("stack", shared.stack)
     rev = max(*shared.revs, idx.mod_rev)
     view.add("revision", Leaf(rev, rev, max(shared.time, idx.mod_time)))
     return view
+
+
+@dataclass(slots=True)
+class UnitView(Dir):
+    """A whole view, knowing the :class:`ServiceView` it shares trees (and renderings) with."""
+
+    shared: ServiceView | None = None
+    unit_id: str = ""
+
+    def render(self, fmt: str, make: Callable[[], bytes]) -> bytes:
+        """``make()`` once per unit, format and revision; kept with the shared view."""
+        if self.shared is None:
+            return make()
+        key = (self.unit_id, fmt, self.rev)
+        body = self.shared.rendered.get(key)
+        if body is None:
+            body = self.shared.rendered[key] = make()
+        return body
 
 
 async def _scope(snap: Snapshot, ids: tuple[str, ...]) -> _Records:
@@ -516,18 +537,17 @@ async def seed_tree(
     check_ids(segs)
     if scope is not None:
         scope.require_seed_path(segs)
-    if len(segs) >= 4:  # one unit: from its service's shared view
-        a, t, s, u = segs[:4]
-        shared = await service_view(snap, a, t, s, cache)
-        me = shared.unit(u) if shared else None
-        if shared is None or me is None:
+    if len(segs) >= 3:  # a service's units, or one of them: from the service's shared view
+        shared = await service_view(snap, segs[0], segs[1], segs[2], cache)
+        if shared is None:
             return None
-        unit = Dir(dict(me.children), me.rev, me.mtime)  # a copy: the shared tree stays as it is
-        all_hosts = shared.service.children["all_hosts"]
-        assert isinstance(all_hosts, Dir)
-        peers: list[Scalar] = [f"{a}/{t}/{s}/{p}" for p in sorted(all_hosts.children)]
-        unit.add("all_hosts", Leaf(peers, all_hosts.rev, all_hosts.mtime))
-        return descend(unit, segs[4:])
+        if len(segs) == 3:
+            listing = Dir()
+            for uid in shared.service.children["all_hosts"].children:  # type: ignore[union-attr]
+                listing.add(uid, _seed_unit(shared, segs[:3], uid))  # type: ignore[arg-type]
+            return listing
+        unit = _seed_unit(shared, segs[:3], segs[3])
+        return descend(unit, segs[4:]) if unit else None
     ids = tuple(segs[:4])
     recs = await _scope(snap, ids[:3] if len(ids) == 4 else ids)
     root = Dir()
@@ -548,6 +568,20 @@ async def seed_tree(
     if scope is not None and scope.services is not None:
         _prune(root, scope.services)
     return descend(root, segs)
+
+
+def _seed_unit(shared: ServiceView, service: list[str], unit_id: str) -> Dir | None:
+    """A unit's directory in the seed layout: its ``self`` files and ``all_hosts``, the
+    seed paths of its service's units (a copy: the shared tree stays as it is)."""
+    me = shared.unit(unit_id)
+    if me is None:
+        return None
+    all_hosts = shared.service.children["all_hosts"]
+    assert isinstance(all_hosts, Dir)
+    unit = Dir(dict(me.children), me.rev, me.mtime)
+    peers: list[Scalar] = ["/".join([*service, p]) for p in sorted(all_hosts.children)]
+    unit.add("all_hosts", Leaf(peers, all_hosts.rev, all_hosts.mtime))
+    return unit
 
 
 def _prune(

@@ -289,8 +289,14 @@ class MetadataServer:
             return Response(status_code=304, headers=headers)
         if fmt == "text":
             return Response(tree.render_text(node), headers=headers, media_type=TEXT)
-        data = tree.to_meta(node) if fmt == "meta" else tree.to_json(node)
-        return Response(json.dumps(data, separators=(",", ":")) + "\n", headers=headers, media_type=JSON)
+        shown = node
+
+        def make() -> bytes:
+            data = tree.to_meta(shown) if fmt == "meta" else tree.to_json(shown)
+            return (json.dumps(data, separators=(",", ":")) + "\n").encode()
+
+        body = node.render(fmt, make) if isinstance(node, catalog.UnitView) else make()
+        return Response(body, headers=headers, media_type=JSON)
 
     def written(self, request: Request, result: catalog.WriteResult) -> Response:
         headers = {"X-Metafs-Revision": str(result.revision)}

@@ -101,7 +101,7 @@ def record(
 
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 # -- processes ------------------------------------------------------------------------
@@ -444,8 +444,9 @@ def bench_throughput(tmp: Path, srv: ServerProcess) -> None:
             etcd_url + "/v3/kv/put", json={"key": key, "value": base64.b64encode(b"big-0\n").decode()}
         ).raise_for_status()
         lua = tmp / "range.lua"
+        body = json.dumps({"key": key})
         lua.write_text(
-            f'wrk.method = "POST"\nwrk.body = \'{{"key": "{key}"}}\'\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.method = 'POST'\nwrk.body = '{body}'\nwrk.headers['Content-Type'] = 'application/json'\n"
         )
         seconds = 3 if QUICK else 5
         for conns in (1, 16, 64):
@@ -675,8 +676,9 @@ def table() -> str:
     for f in FIGURES:
         base = f"{f.baseline_name} {f.baseline:g} {f.unit}" if f.baseline is not None else ""
         ratio = f"{f.ratio:.2f}x" if f.ratio is not None else ""
+        spread = f"{f.spread[0]:g}..{f.spread[1]:g}"
         lines.append(
-            f"| {f.section} | {f.name} | {f.value:g} {f.unit} | {f.spread[0]:g}..{f.spread[1]:g} | {base} | {ratio} | {f.goal} |"
+            f"| {f.section} | {f.name} | {f.value:g} {f.unit} | {spread} | {base} | {ratio} | {f.goal} |"
         )
     return "\n".join(lines)
 
