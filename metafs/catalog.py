@@ -542,9 +542,9 @@ async def seed_tree(
         if shared is None:
             return None
         if len(segs) == 3:
-            listing = Dir()
+            listing, peers = Dir(), _peers(shared, segs[:3])
             for uid in shared.service.children["all_hosts"].children:  # type: ignore[union-attr]
-                listing.add(uid, _seed_unit(shared, segs[:3], uid))  # type: ignore[arg-type]
+                listing.add(uid, _seed_unit(shared, segs[:3], uid, peers))  # type: ignore[arg-type]
             return listing
         unit = _seed_unit(shared, segs[:3], segs[3])
         return descend(unit, segs[4:]) if unit else None
@@ -570,18 +570,24 @@ async def seed_tree(
     return descend(root, segs)
 
 
-def _seed_unit(shared: ServiceView, service: list[str], unit_id: str) -> Dir | None:
+def _seed_unit(
+    shared: ServiceView, service: list[str], unit_id: str, peers: Leaf | None = None
+) -> Dir | None:
     """A unit's directory in the seed layout: its ``self`` files and ``all_hosts``, the
     seed paths of its service's units (a copy: the shared tree stays as it is)."""
     me = shared.unit(unit_id)
     if me is None:
         return None
+    unit = Dir(dict(me.children), me.rev, me.mtime)
+    unit.add("all_hosts", peers or _peers(shared, service))
+    return unit
+
+
+def _peers(shared: ServiceView, service: list[str]) -> Leaf:
     all_hosts = shared.service.children["all_hosts"]
     assert isinstance(all_hosts, Dir)
-    unit = Dir(dict(me.children), me.rev, me.mtime)
-    peers: list[Scalar] = ["/".join([*service, p]) for p in sorted(all_hosts.children)]
-    unit.add("all_hosts", Leaf(peers, all_hosts.rev, all_hosts.mtime))
-    return unit
+    paths: list[Scalar] = ["/".join([*service, p]) for p in sorted(all_hosts.children)]
+    return Leaf(paths, all_hosts.rev, all_hosts.mtime)
 
 
 def _prune(
