@@ -112,12 +112,14 @@ async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
         client, host_mode=unit is None, fetch_timeout=opts.fetch_timeout, poll_wait=opts.poll_wait
     )
     fs = MetaFS(cache, unit, opts.cache_timeout)
-    if unit is None:
-        try:
-            with trio.fail_after(opts.fetch_timeout):
+    try:
+        with trio.fail_after(opts.fetch_timeout):
+            if unit is None:
                 await cache.load_units()
-        except (ClientError, trio.TooSlowError) as exc:
-            log.warning("unit list not fetched (%s); starting empty, retrying in the background", exc)
+            else:  # no data yet (views are fetched on first access): open the connection
+                await client.request("GET", "/healthz")
+    except (ClientError, trio.TooSlowError) as exc:
+        log.warning("server not reachable (%s); starting anyway, retrying in the background", exc)
     options = set(pyfuse3.default_options)
     options |= {f"fsname={FSNAME}", f"subtype={FSNAME}", "ro", "allow_other", "nosuid", "nodev", "noatime"}
     try:
