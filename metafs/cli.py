@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from . import __version__
 from .client import ClientError, MetadataClient
 
 EXIT_TIMEOUT = 124
@@ -287,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="metafs",
         description="Container metadata as files: a metadata server, its client, and a FUSE filesystem.",
     )
+    parser.add_argument("--version", action="version", version=f"metafs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:

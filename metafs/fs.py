@@ -60,7 +60,6 @@ class MetaFS(pyfuse3.Operations):
         self._open: dict[int, _Open] = {}
         self._next_fh = itertools.count(1)
         self._pollers: dict[int, dict[int, pyfuse3.PollHandle]] = {}
-        self.invalidations = 0
         #: set once the kernel session exists: invalidations before that have no target
         self.live = False
         self._invalidator: Queue[tuple[int, bool | bytes] | None] = Queue()
@@ -298,13 +297,11 @@ class MetaFS(pyfuse3.Operations):
 
     def _inval_inode(self, ino: int, attr_only: bool = False) -> None:
         if self.live:
-            self.invalidations += 1
             self._invalidator.put((ino, attr_only))
 
     def _inval_entry(self, parent: Path, name: str) -> None:
         parent_ino = self._inos.get(parent)
         if parent_ino is not None and self.live:
-            self.invalidations += 1
             self._invalidator.put((parent_ino, os.fsencode(encode_name(name))))
 
     def stop_invalidator(self) -> None:

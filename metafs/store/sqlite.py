@@ -217,11 +217,6 @@ class SqliteStore(Store):
             self._waiters.discard(waiter)
         return waiter.revision
 
-    @property
-    def waiting(self) -> int:
-        """How many waits are open (for metrics and tests)."""
-        return len(self._waiters)
-
     def release_waiters(self) -> None:
         for w in list(self._waiters):
             w.event.set()
