@@ -182,6 +182,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
     cmd += ["--fetch-timeout", str(args.fetch_timeout), "--cache-timeout", str(args.cache_timeout)]
     if args.unit:
         cmd += ["--unit", args.unit]
+    if args.anchors:
+        cmd += ["--anchors", args.anchors]
     env = dict(os.environ)
     token = _token(args)
     if token:
@@ -232,6 +234,7 @@ def _mount_foreground(args: argparse.Namespace) -> int:
         token=_token(args),
         fetch_timeout=args.fetch_timeout,
         cache_timeout=args.cache_timeout,
+        anchors=args.anchors,
     )
     try:
         trio.run(mount.run, opts, ready)
@@ -379,6 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     _client_options(p)
     p.add_argument("--foreground", action="store_true", help="stay in the foreground (for systemd)")
+    p.add_argument(
+        "--anchors",
+        metavar="DIR",
+        help="host mode: keep DIR/<unit> bound to each unit's files, so that containers given"
+        " DIR/<unit> (rbind,ro,rslave) survive a restart of this daemon",
+    )
     p.add_argument(
         "--fetch-timeout",
         type=float,

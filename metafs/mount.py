@@ -22,6 +22,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from .anchors import Anchors
 from .client import AsyncMetadataClient, ClientError, unit_id_of
 from .fs import MetaFS
 from .viewcache import ViewCache
@@ -46,6 +47,7 @@ class MountOptions:
     fetch_timeout: float = 5.0
     cache_timeout: float = 300.0
     poll_wait: float = 55.0
+    anchors: str | None = None  # host mode: keep ANCHORS/<unit> bound (see anchors.py)
 
 
 def fusermount() -> str:
@@ -105,9 +107,13 @@ def unmount(mountpoint: str, lazy: bool = False) -> None:
 
 async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
     """Mount and serve until unmounted or signalled; ``ready("ok")`` once mounted."""
+    unit = unit_id_of(opts.unit) if opts.unit else None
+    if opts.anchors and unit:
+        raise MountError("--anchors needs host mode (no --unit): it anchors every unit of the host")
+    if opts.anchors and not os.path.isdir(opts.anchors):
+        raise MountError(f"--anchors {opts.anchors}: not a directory")
     prepare_mountpoint(opts.mountpoint)
     client = AsyncMetadataClient(opts.servers, opts.token)
-    unit = unit_id_of(opts.unit) if opts.unit else None
     cache = ViewCache(
         client, host_mode=unit is None, fetch_timeout=opts.fetch_timeout, poll_wait=opts.poll_wait
     )
@@ -120,6 +126,9 @@ async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
                 await client.request("GET", "/healthz")
     except (ClientError, trio.TooSlowError) as exc:
         log.warning("server not reachable (%s); starting anyway, retrying in the background", exc)
+    # resolve paths now: once mounted, a path through the mount is answered by this very
+    # thread, so nothing here may touch it synchronously
+    anchors = Anchors(opts.anchors, opts.mountpoint) if opts.anchors else None
     options = set(pyfuse3.default_options)
     options |= {f"fsname={FSNAME}", f"subtype={FSNAME}", "ro", "allow_other", "nosuid", "nodev", "noatime"}
     try:
@@ -134,7 +143,11 @@ async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(cache.run)
             nursery.start_soon(_serve, nursery)
-            nursery.start_soon(_signals, nursery)
+            nursery.start_soon(_signals, nursery, anchors)
+            if anchors is not None:
+                await anchors.release_stale()
+                await anchors.sync(cache.units.children)
+                nursery.start_soon(_keep_anchored, anchors, cache)
             ready("ok")
     finally:
         fs.stop_invalidator()
@@ -148,12 +161,20 @@ async def _serve(nursery: trio.Nursery) -> None:
     nursery.cancel_scope.cancel()
 
 
-async def _signals(nursery: trio.Nursery) -> None:
+async def _signals(nursery: trio.Nursery, anchors: Anchors | None) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for sig in signals:
             log.info("%s: unmounting", signal.Signals(sig).name)
+            if anchors is not None:  # while the filesystem still answers the lookups
+                await anchors.release_all()
             nursery.cancel_scope.cancel()
             return
+
+
+async def _keep_anchored(anchors: Anchors, cache: ViewCache) -> None:
+    while True:
+        await cache.units_changed()
+        await anchors.sync(cache.units.children)
 
 
 def default_log_file(mountpoint: str) -> Path:

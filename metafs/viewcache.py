@@ -82,6 +82,7 @@ class ViewCache:
         self._poll_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._index = 0
+        self._units_changed = trio.Event()
 
     # -- reads (called from filesystem handlers) -------------------------------------
 
@@ -147,8 +148,14 @@ class ViewCache:
         old, self.units = self.units, new
         self.units_seen = int(ans.headers.get("x-metafs-revision", "0"))
         self.on_list(old, new)
+        self._units_changed.set()
+        self._units_changed = trio.Event()
         for uid in [u for u in self.views if u not in new.children]:
             self._drop(uid)
+
+    async def units_changed(self) -> None:
+        """Return after the next change of the list of units."""
+        await self._units_changed.wait()
 
     def _drop(self, unit_id: str) -> None:
         old = self.views.pop(unit_id, None)
