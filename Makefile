@@ -6,7 +6,7 @@ APT_PACKAGES := fuse3 libfuse3-dev pkg-config etcd-server runc busybox-static cu
 DEMO_PORT ?= 8500
 DEMO_DIR ?= /tmp/metafs-demo
 
-.PHONY: demo test bench lint deps apt venv clean
+.PHONY: demo test bench soak lint deps apt venv clean
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -38,6 +38,9 @@ test: deps lint
 
 bench: deps
 	$(PY) tests/bench/run.py; status=$$?; tests/unmount-all.sh; exit $$status
+
+soak: deps  # SOAK_SECONDS=300 by default
+	$(PY) tests/soak.py; status=$$?; tests/unmount-all.sh; exit $$status
 
 clean:
 	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache

@@ -40,6 +40,7 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 class _Open:
     ino: int
     seen: object  # for the `revision` file: the value this open file last reported
+    content: bytes | None = None  # what a read at offset 0 returned (see `read`)
 
 
 class MetaFS(pyfuse3.Operations):
@@ -209,8 +210,14 @@ class MetaFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ESTALE if exc.errno == errno.ENOENT else exc.errno) from None
         if not isinstance(node, Leaf):
             raise pyfuse3.FUSEError(errno.ESTALE)
-        handle.seen = node.value
-        return leaf_bytes(node.value)[off : off + size]
+        # Like sysfs: a read at offset 0 takes the current value; reads further on continue
+        # that same value, so that a reader taking a file in several reads (cat, Python's
+        # open().read()) never gets the head of one value and the tail of the next. A
+        # read from the start again (pread(fd, n, 0), lseek + read) sees a newer value.
+        if off == 0 or handle.content is None:
+            handle.content = leaf_bytes(node.value)
+            handle.seen = node.value
+        return handle.content[off : off + size]
 
     async def flush(self, fh: int) -> None:
         raise pyfuse3.FUSEError(errno.ENOSYS)  # nothing to flush: the kernel stops asking

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import ZK1, ServerProcess, mounted
+from .conftest import HEADERS, ZK1, ZK1_PATH, ServerProcess, mounted
 from .test_container import _runc_unusable, make_bundle
 from .test_fs import MakeMount, wait_for
 
@@ -89,3 +89,53 @@ def test_a_container_survives_a_daemon_restart(
         reader.join(5)
         subprocess.run(["runc", "delete", "--force", cid], capture_output=True, check=False)
     assert not mounted(anchor / "self")
+
+
+OUTAGE = float(os.environ.get("METAFS_OUTAGE_SECONDS", "30"))
+
+
+@pytest.mark.timeout(OUTAGE + 90)
+def test_a_long_server_outage(loaded: httpx.Client, server: ServerProcess, make_mount: MakeMount) -> None:
+    """The server gone for 30 s while containers read: cached views keep serving, no read
+    hangs, and after recovery the long poll resumes and every change reaches the files."""
+    m = make_mount(server.url, None, "--fetch-timeout", "1")
+    files = [m.path / u / "self" / "hostname" for u in (ZK1, "3b1f2c9e-0001-4a6e-9d2b-5c1e8f000001")]
+    expected = {f: f.read_text() for f in files}
+    errors: list[str] = []
+    slowest = [0.0]
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            for f in files:
+                t0 = time.monotonic()
+                try:
+                    value = f.read_text()
+                except OSError as exc:
+                    errors.append(f"{f}: {exc}")
+                    continue
+                slowest[0] = max(slowest[0], time.monotonic() - t0)
+                if value != expected[f]:
+                    errors.append(f"{f}: {value!r}")
+            time.sleep(0.01)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        server.stop(signal.SIGKILL)
+        time.sleep(OUTAGE)
+        assert not errors and slowest[0] < 1, (errors[:3], slowest[0])
+        server.start()
+        stop.set()
+        for t in readers:
+            t.join(10)
+        for i, value in enumerate(["back-1", "back-2"]):  # the long poll resumed: both arrive
+            r = httpx.put(f"{server.url}/v1/kv/{ZK1_PATH}/hostname", content=value, headers=HEADERS)
+            assert r.status_code == 200
+            wait_for(lambda v=value: files[0].read_text() == v + "\n", timeout=15 if i == 0 else 5)  # type: ignore[misc]
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(10)
+    assert "stale" in m.log.read_text() and "reachable again" in m.log.read_text()
