@@ -40,7 +40,8 @@ def schemathesis(url: str, token: str, tmp_path: Path) -> subprocess.CompletedPr
     cmd += ["--max-examples", EXAMPLES, "--header", "Metadata-Flavor: metafs"]
     cmd += ["--header", f"Authorization: Bearer {token}", "--report", "har", "--report-dir", str(tmp_path)]
     cmd += ["--request-timeout", "5", "--seed", "1", "--phases", "examples,coverage,fuzzing"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path)  # its cache too
+    tmp_path.mkdir(parents=True, exist_ok=True)  # the report, and schemathesis' cache
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path)
 
 
 @pytest.mark.timeout(600)
