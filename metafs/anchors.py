@@ -22,14 +22,20 @@ log = logging.getLogger("metafs.anchors")
 ENTRIES = ("self", "service", "stack", "revision")
 
 
-def mounted_points() -> set[str]:
-    """Every mount point of this mount namespace (octal escapes decoded)."""
-    points = set()
-    with open("/proc/self/mountinfo") as f:
+def mounts() -> dict[str, str]:
+    """Mount point -> filesystem type, for this mount namespace (octal escapes decoded;
+    where mounts are stacked, the last one)."""
+    table = {}
+    with open("/proc/self/mounts") as f:
         for line in f:
-            raw = line.split()[4]
-            points.add(raw.encode().decode("unicode_escape"))
-    return points
+            fields = line.split()
+            if len(fields) > 2:
+                table[fields[1].encode().decode("unicode_escape")] = fields[2]
+    return table
+
+
+def mounted_points() -> set[str]:
+    return set(mounts())
 
 
 async def _run(*args: str) -> bool:
@@ -98,7 +104,8 @@ class Anchors:
 
     async def _release(self, uid: str) -> None:
         anchor = self.root / uid
+        points = mounted_points()
         for name in ENTRIES:
-            if str(anchor / name) in mounted_points():
+            if str(anchor / name) in points:
                 await _run("umount", "-l", str(anchor / name))
         log.info("released anchor %s", anchor)

@@ -513,11 +513,11 @@ class UnitView(Dir):
         return body
 
 
-async def _scope(snap: Snapshot, ids: tuple[str, ...]) -> _Records:
-    """Read every record at and below ``ids`` (an account, stack, service or unit path),
-    and the hosts their units name."""
+async def _scope(snap: Snapshot, ids: tuple[str, ...], levels: list[str] = LEVELS) -> _Records:
+    """Read every record of ``levels`` at and below ``ids`` (an account, stack, service or
+    unit path), and the hosts their units name."""
     recs = _Records()
-    for level, kind in enumerate(LEVELS):
+    for level, kind in enumerate(levels):
         await recs.range(snap, KIND_PREFIX[kind] + "/" + "".join(i + "/" for i in ids[: level + 1]))
     units = [r for k, r in recs.by_key.items() if k.startswith("u/")]
     await _hosts(snap, recs, units)
@@ -538,36 +538,38 @@ async def seed_tree(
     if scope is not None:
         scope.require_seed_path(segs)
     if len(segs) >= 3:  # a service's units, or one of them: from the service's shared view
-        shared = await service_view(snap, segs[0], segs[1], segs[2], cache)
-        if shared is None:
-            return None
         if len(segs) == 3:
-            listing, peers = Dir(), _peers(shared, segs[:3])
-            for uid in shared.service.children["all_hosts"].children:  # type: ignore[union-attr]
-                listing.add(uid, _seed_unit(shared, segs[:3], uid, peers))  # type: ignore[arg-type]
-            return listing
-        unit = _seed_unit(shared, segs[:3], segs[3])
+            return await _seed_service(snap, segs, cache)
+        shared = await service_view(snap, segs[0], segs[1], segs[2], cache)
+        unit = _seed_unit(shared, segs[:3], segs[3]) if shared else None
         return descend(unit, segs[4:]) if unit else None
-    ids = tuple(segs[:4])
-    recs = await _scope(snap, ids[:3] if len(ids) == 4 else ids)
+    # accounts and stacks from their records; each service as above
+    recs = await _scope(snap, tuple(segs), LEVELS[:3])
     root = Dir()
     dirs: dict[tuple[str, ...], Dir] = {(): root}
-    for level, kind in enumerate(LEVELS):
+    for level, kind in enumerate(LEVELS[:3]):
         for rids, rec in _by_level(recs, kind):
             parent = dirs.get(tuple(rids[:level]))
             if parent is None:
                 continue
-            node = unit_self(rids, rec, recs) if kind == "unit" else Dir(rev=rec.rev, mtime=rec.item.mod_time)
-            dirs[tuple(rids)] = parent.add(rids[-1], node)  # type: ignore[assignment]
-    by_service: dict[tuple[str, ...], list[Scalar]] = {}
-    for rids, _ in _by_level(recs, "unit"):
-        by_service.setdefault(tuple(rids[:3]), []).append("/".join(rids))
-    for rids, _ in _by_level(recs, "unit"):
-        svc = dirs[tuple(rids[:3])]
-        dirs[tuple(rids)].add("all_hosts", Leaf(by_service[tuple(rids[:3])], svc.rev, svc.mtime))
+            node = await _seed_service(snap, rids, cache) if kind == "service" else None
+            dirs[tuple(rids)] = parent.add(rids[-1], node or Dir(rev=rec.rev, mtime=rec.item.mod_time))  # type: ignore[assignment]
     if scope is not None and scope.services is not None:
         _prune(root, scope.services)
     return descend(root, segs)
+
+
+async def _seed_service(snap: Snapshot, service: list[str], cache: ServiceViews | None) -> Dir | None:
+    """A service's directory in the seed layout: one directory per unit."""
+    shared = await service_view(snap, service[0], service[1], service[2], cache)
+    if shared is None:
+        return None
+    all_hosts = shared.service.children["all_hosts"]
+    assert isinstance(all_hosts, Dir)
+    listing, peers = Dir(), _peers(shared, service)
+    for uid in all_hosts.children:
+        listing.add(uid, _seed_unit(shared, service, uid, peers))  # type: ignore[arg-type]
+    return listing
 
 
 def _seed_unit(

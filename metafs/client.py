@@ -115,6 +115,16 @@ class _Base:
             j = (self._current + i) % n
             yield j, self.roots[j] + path
 
+    def _take(
+        self, j: int, url: str, resp: httpx.Response, ok: tuple[int, ...], errors: list[str]
+    ) -> Answer | None:
+        """Server ``j``'s answer, or None to try the next server (a 5xx while there are
+        several: another one may have a working store)."""
+        if resp.status_code >= 500 and len(self.roots) > 1:
+            errors.append(f"{url}: HTTP {resp.status_code}")
+            return None
+        return self._answer(j, resp, ok)
+
     def _answer(self, j: int, resp: httpx.Response, ok: tuple[int, ...]) -> Answer:
         self._current = j
         if resp.status_code not in ok:
@@ -153,7 +163,8 @@ class MetadataClient(_Base):
             except httpx.TransportError as exc:
                 errors.append(f"{url}: {exc or type(exc).__name__}")
                 continue
-            return self._answer(j, resp, ok)
+            if (answer := self._take(j, url, resp, ok, errors)) is not None:
+                return answer
         raise self._unreachable(errors)
 
     def get(self, key: str, unit: str | None = None, as_json: bool = False) -> Answer:
@@ -210,10 +221,8 @@ class AsyncMetadataClient(_Base):
             except httpx.TransportError as exc:
                 errors.append(f"{url}: {exc or type(exc).__name__}")
                 continue
-            if resp.status_code >= 500 and len(self.roots) > 1:
-                errors.append(f"{url}: HTTP {resp.status_code}")
-                continue
-            return self._answer(j, resp, ok)
+            if (answer := self._take(j, url, resp, ok, errors)) is not None:
+                return answer
         raise self._unreachable(errors)
 
     async def view(self, unit_id: str) -> Answer:

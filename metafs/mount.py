@@ -22,7 +22,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from .anchors import Anchors
+from .anchors import Anchors, mounts
 from .client import AsyncMetadataClient, ClientError, unit_id_of
 from .fs import MetaFS
 from .viewcache import ViewCache
@@ -59,14 +59,7 @@ def fusermount() -> str:
 
 def mount_fstype(mountpoint: str) -> str | None:
     """The filesystem type mounted at ``mountpoint`` (last mount wins), or None."""
-    target = os.path.realpath(mountpoint)
-    fstype = None
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 2 and fields[1].encode().decode("unicode_escape") == target:
-                fstype = fields[2]
-    return fstype
+    return mounts().get(os.path.realpath(mountpoint))
 
 
 def prepare_mountpoint(mountpoint: str) -> None:
