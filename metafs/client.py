@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import anyio
 import httpx
 
 VIEW_ROOTS = {"self", "service", "stack", "revision"}
@@ -100,13 +101,19 @@ def _error_message(resp: httpx.Response) -> str:
 class _Base:
     """What the sync and async clients share: servers, headers, failover order, errors."""
 
-    def __init__(self, servers: str | list[str], token: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, servers: str | list[str], token: str | None = None, timeout: float = 10.0, rounds: int = 3
+    ) -> None:
         self.roots = server_roots(servers)
         self.headers = dict(FLAVOR_HEADER)
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
+        #: a request tries every server, up to ``rounds`` times, with backoff in between
+        self.rounds = max(1, rounds)
         self._current = 0
+        # a server that does not accept a connection within 2 s is taken for gone
+        self._timeouts = httpx.Timeout(timeout, connect=min(timeout, 2.0))
 
     def _urls(self, path: str) -> Iterator[tuple[int, str]]:
         """Each server in turn, starting with the one that answered last."""
@@ -114,6 +121,14 @@ class _Base:
         for i in range(n):
             j = (self._current + i) % n
             yield j, self.roots[j] + path
+
+    def _long(self, wait: float) -> httpx.Timeout:
+        """Timeouts for a long poll that may be held ``wait`` seconds."""
+        return httpx.Timeout(wait + self.timeout, connect=self._timeouts.connect)
+
+    def _backoff(self, round_: int) -> float | None:
+        """Seconds to wait before another round over the servers; None: give up."""
+        return None if round_ + 1 >= self.rounds else min(0.2 * 2**round_, 2.0)
 
     def _take(
         self, j: int, url: str, resp: httpx.Response, ok: tuple[int, ...], errors: list[str]
@@ -140,9 +155,11 @@ class _Base:
 class MetadataClient(_Base):
     """A synchronous client; tries each server in turn when one does not answer."""
 
-    def __init__(self, servers: str | list[str], token: str | None = None, timeout: float = 10.0) -> None:
-        super().__init__(servers, token, timeout)
-        self._http = httpx.Client(headers=self.headers, timeout=timeout)
+    def __init__(
+        self, servers: str | list[str], token: str | None = None, timeout: float = 10.0, rounds: int = 3
+    ) -> None:
+        super().__init__(servers, token, timeout, rounds)
+        self._http = httpx.Client(headers=self.headers, timeout=self._timeouts)
 
     def close(self) -> None:
         self._http.close()
@@ -156,15 +173,18 @@ class MetadataClient(_Base):
     def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kw: Any) -> Answer:
         """Send a request to the first server that answers; raise :class:`ClientError`
         for a status outside ``ok``."""
-        errors = []
-        for j, url in self._urls(path):
-            try:
-                resp = self._http.request(method, url, **kw)
-            except httpx.TransportError as exc:
-                errors.append(f"{url}: {exc or type(exc).__name__}")
-                continue
-            if (answer := self._take(j, url, resp, ok, errors)) is not None:
-                return answer
+        errors: list[str] = []
+        for round_ in range(self.rounds):
+            for j, url in self._urls(path):
+                try:
+                    resp = self._http.request(method, url, **kw)
+                except httpx.TransportError as exc:
+                    errors.append(f"{url}: {exc or type(exc).__name__}")
+                    continue
+                if (answer := self._take(j, url, resp, ok, errors)) is not None:
+                    return answer
+            if (delay := self._backoff(round_)) is not None:
+                time.sleep(delay)
         raise self._unreachable(errors)
 
     def get(self, key: str, unit: str | None = None, as_json: bool = False) -> Answer:
@@ -195,7 +215,7 @@ class MetadataClient(_Base):
                 path,
                 ok=(200, 404),
                 params={"index": index, "wait": f"{wait:.3f}"},
-                timeout=wait + self.timeout,
+                timeout=self._long(wait),
             )
             if ans.status == 200 and (first.status == 404 or ans.body != first.body):
                 return ans
@@ -204,25 +224,31 @@ class MetadataClient(_Base):
 
 
 class AsyncMetadataClient(_Base):
-    """The asynchronous client (anyio: runs under trio in the filesystem daemon)."""
+    """The asynchronous client (anyio: runs under trio in the filesystem daemon). One round
+    over the servers by default: the view cache retries with its own backoff."""
 
-    def __init__(self, servers: str | list[str], token: str | None = None, timeout: float = 10.0) -> None:
-        super().__init__(servers, token, timeout)
-        self._http = httpx.AsyncClient(headers=self.headers, timeout=timeout)
+    def __init__(
+        self, servers: str | list[str], token: str | None = None, timeout: float = 10.0, rounds: int = 1
+    ) -> None:
+        super().__init__(servers, token, timeout, rounds)
+        self._http = httpx.AsyncClient(headers=self.headers, timeout=self._timeouts)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kw: Any) -> Answer:
-        errors = []
-        for j, url in self._urls(path):
-            try:
-                resp = await self._http.request(method, url, **kw)
-            except httpx.TransportError as exc:
-                errors.append(f"{url}: {exc or type(exc).__name__}")
-                continue
-            if (answer := self._take(j, url, resp, ok, errors)) is not None:
-                return answer
+        errors: list[str] = []
+        for round_ in range(self.rounds):
+            for j, url in self._urls(path):
+                try:
+                    resp = await self._http.request(method, url, **kw)
+                except httpx.TransportError as exc:
+                    errors.append(f"{url}: {exc or type(exc).__name__}")
+                    continue
+                if (answer := self._take(j, url, resp, ok, errors)) is not None:
+                    return answer
+            if (delay := self._backoff(round_)) is not None:
+                await anyio.sleep(delay)
         raise self._unreachable(errors)
 
     async def view(self, unit_id: str) -> Answer:
@@ -240,4 +266,4 @@ class AsyncMetadataClient(_Base):
         params = {"units": ",".join(unit_ids), "list": "1" if with_list else "0", "index": str(index)}
         params["wait"] = f"{wait:.3f}"
         params["format"] = "json"
-        return await self.request("GET", "/v1/watch", params=params, timeout=wait + self.timeout)
+        return await self.request("GET", "/v1/watch", params=params, timeout=self._long(wait))

@@ -42,7 +42,7 @@ from starlette.routing import Route
 
 from . import auth, catalog, model, openapi, tree
 from .catalog import Catalog, CatalogError
-from .store import Snapshot, Store, StoreError, open_store
+from .store import Snapshot, Store, StoreError, TooLarge, open_store
 
 log = logging.getLogger("metafs.server")
 
@@ -176,8 +176,11 @@ class MetadataServer:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self._loop = asyncio.get_running_loop()
-        yield
-        await self.store.close()
+        try:
+            async with self.store.running():
+                yield
+        finally:
+            await self.store.close()
 
     def stop_soon(self) -> None:
         """Answer every open long poll now (callable from a signal handler), so that a
@@ -197,6 +200,8 @@ class MetadataServer:
             return error_response(request, HTTPError(400, "invalid metadata", exc.details))
         except CatalogError as exc:
             return error_response(request, HTTPError(exc.status, str(exc), exc.details))
+        except TooLarge as exc:
+            return error_response(request, HTTPError(413, str(exc)))
         except StoreError as exc:
             log.error("store unavailable: %s", exc)
             return error_response(request, HTTPError(503, "the metadata store is unavailable"))

@@ -11,9 +11,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from tests.etcd_cluster import EtcdCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "contrib" / "examples" / "cluster.yaml"
@@ -36,6 +40,7 @@ class ServerProcess:
     db: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    store: str | None = None  # a store URL other than ``sqlite://<db>`` (etcd://...)
 
     @property
     def url(self) -> str:
@@ -43,7 +48,7 @@ class ServerProcess:
 
     def start(self, *extra: str) -> ServerProcess:
         cmd = [sys.executable, "-m", "metafs.cli", "serve", "--listen", f"127.0.0.1:{self.port}"]
-        cmd += ["--store", f"sqlite://{self.db}", "--log-level", "warning", *extra]
+        cmd += ["--store", self.store or f"sqlite://{self.db}", "--log-level", "warning", *extra]
         env = {**os.environ, "METAFS_OPERATOR_TOKEN": OPERATOR_TOKEN}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
         deadline = time.monotonic() + 15
@@ -192,3 +197,16 @@ def make_mount(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
         for m in mounts:
             m.stop()
             assert not mounted(m.path), f"{m.path} still mounted after teardown"
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """One 3-member etcd cluster for the session; each user takes its own namespace
+    (tests that kill members start a cluster of their own)."""
+    from tests.etcd_cluster import EtcdCluster
+
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

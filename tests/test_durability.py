@@ -1,6 +1,7 @@
 """SIGKILL the server in the middle of a stream of writes, again and again (20 times; more
-with METAFS_CRASH_ROUNDS): nothing acknowledged is lost, no bulk load is half applied,
-and the server starts again each time without repair."""
+with METAFS_CRASH_ROUNDS), over SQLite and over a 3-member etcd cluster: nothing
+acknowledged is lost, no bulk load is half applied, and the server starts again each time
+without repair."""
 
 from __future__ import annotations
 
@@ -78,8 +79,12 @@ def _bulk(url: str, round_: int, acked: list[str], stop: threading.Event) -> Non
 
 
 @pytest.mark.timeout(60 + 10 * ROUNDS)
-def test_sigkill_during_writes_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path / "metafs.db").start()
+@pytest.mark.parametrize("backend", ["sqlite", "etcd"])
+def test_sigkill_during_writes_loses_nothing_acknowledged(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    store = request.getfixturevalue("etcd").url() if backend == "etcd" else None
+    srv = ServerProcess(tmp_path / "metafs.db", store=store).start()
     acked: dict[str, str] = {}
     loads: list[str] = []
     rng = random.Random(42)

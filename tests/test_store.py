@@ -19,25 +19,30 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "etcd"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(f"sqlite://{tmp_path / 'store.db'}")
+    if request.param == "sqlite":
+        s = open_store(f"sqlite://{tmp_path / 'store.db'}")
+    else:
+        s = open_store(request.getfixturevalue("etcd").url())  # a namespace of its own
     try:
-        yield s
+        async with s.running():
+            yield s
     finally:
         await s.close()
 
 
 async def test_revision_grows_by_one_per_commit(store: Store) -> None:
-    assert await store.revision() == 0
-    assert await store.commit([Put("a/1/", "x"), Put("a/2/", "y")]) == 1
-    assert await store.commit([Put("a/1/", "z")]) == 2
-    assert await store.commit([]) == 2  # nothing to do: no new revision
+    r0 = await store.revision()  # 0 for a new SQLite file; etcd counts from its own start
+    assert await store.commit([Put("a/1/", "x"), Put("a/2/", "y")]) == r0 + 1
+    assert await store.commit([Put("a/1/", "z")]) == r0 + 2
+    assert await store.commit([]) == r0 + 2  # nothing to do: no new revision
     async with store.snapshot() as snap:
         items = {i.key: i for i in await snap.range("a/")}
     assert items["a/1/"].value == "z"
-    assert (items["a/1/"].create_rev, items["a/1/"].mod_rev) == (1, 2)
-    assert (items["a/2/"].create_rev, items["a/2/"].mod_rev) == (1, 1)
+    assert (items["a/1/"].create_rev, items["a/1/"].mod_rev) == (r0 + 1, r0 + 2)
+    assert (items["a/2/"].create_rev, items["a/2/"].mod_rev) == (r0 + 1, r0 + 1)
+    assert items["a/1/"].mod_time >= items["a/2/"].mod_time > time.time() - 60
 
 
 async def test_prefix_ranges_do_not_leak_into_siblings(store: Store) -> None:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .base import Conflict, Delete, Guard, Item, Op, Put, Snapshot, Store, StoreError
+from .base import Conflict, Delete, Guard, Item, Op, Put, Snapshot, Store, StoreError, TooLarge
 
 __all__ = [
     "Conflict",
@@ -18,6 +18,7 @@ __all__ = [
     "Snapshot",
     "Store",
     "StoreError",
+    "TooLarge",
     "default_store_url",
     "open_store",
 ]
@@ -35,7 +36,8 @@ def default_store_url() -> str:
 
 
 def open_store(url: str) -> Store:
-    """Open the store named by ``url``: ``sqlite:///path/to/file.db``."""
+    """Open the store named by ``url``: ``sqlite:///path/to/file.db`` or
+    ``etcd://host:port[,host:port...][/namespace]`` (namespace ``metafs`` by default)."""
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = parts.netloc + parts.path
@@ -45,5 +47,9 @@ def open_store(url: str) -> Store:
 
         return SqliteStore(path)
     if parts.scheme == "etcd":
-        raise ValueError("the etcd store backend is not built yet (see the issue tracker)")
-    raise ValueError(f"unknown store URL {url!r}: expected sqlite:///path/metafs.db")
+        from .etcd import EtcdStore
+
+        return EtcdStore(url)
+    raise ValueError(
+        f"unknown store URL {url!r}: expected sqlite:///path/metafs.db or etcd://HOST:PORT[,HOST:PORT...][/namespace]"
+    )

@@ -2,7 +2,8 @@
 
 It is deliberately the shape of etcd v3 so that an etcd backend can map it one to one:
 
-- one global revision that grows by one per committed transaction; every key carries
+- one global revision that grows with every committed transaction (by exactly one when
+  nothing else writes to the same etcd cluster); every key carries
   the revision it was created and last modified at (etcd's ``create_revision`` and
   ``mod_revision``);
 - :meth:`Store.commit` applies puts and deletes atomically, under guards on the
@@ -23,13 +24,20 @@ that selects exactly it.
 from __future__ import annotations
 
 import abc
+import bisect
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+
+import anyio
 
 
 class StoreError(Exception):
     """The store could not be reached or failed; the server answers 503."""
+
+
+class TooLarge(StoreError):
+    """The store refused a transaction for its size; the server answers 413."""
 
 
 class Conflict(Exception):
@@ -130,8 +138,61 @@ def prefix_end(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+@dataclass(eq=False)
+class _Waiter:
+    prefixes: Sequence[str]
+    after: int
+    event: anyio.Event = field(default_factory=anyio.Event)
+    revision: int | None = None
+
+
+class Waiters:
+    """The open :meth:`Store.wait` calls of one process, woken by the keys a revision
+    changed (a backend calls :meth:`notify` after its own commits or its watch)."""
+
+    def __init__(self) -> None:
+        self._waiters: set[_Waiter] = set()
+
+    @contextlib.contextmanager
+    def register(self, prefixes: Sequence[str], after: int) -> Iterator[_Waiter]:
+        """A waiter for changes under ``prefixes`` at revisions after ``after``."""
+        waiter = _Waiter(prefixes, after)
+        self._waiters.add(waiter)
+        try:
+            yield waiter
+        finally:
+            self._waiters.discard(waiter)
+
+    def notify(self, rev: int, keys: list[str]) -> None:
+        """Wake every waiter with a prefix that one of ``keys`` (sorted) falls under."""
+        for w in list(self._waiters):
+            if rev <= w.after:  # a watch replaying what the waiter's own read already saw
+                continue
+            for p in w.prefixes:
+                i = bisect.bisect_left(keys, p)
+                if i < len(keys) and keys[i].startswith(p):
+                    w.revision = rev
+                    w.event.set()
+                    break
+
+    def wake_all(self, rev: int | None = None) -> None:
+        """Wake every waiter (with ``rev``: as if everything changed at it)."""
+        for w in list(self._waiters):
+            if rev is not None:
+                w.revision = rev
+            w.event.set()
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+
 class Store(abc.ABC):
     """One interface, several backends (SQLite embedded; etcd v3 for a cluster)."""
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the backend's background work (the etcd watch) for as long as this is open."""
+        yield
 
     @abc.abstractmethod
     def snapshot(self) -> contextlib.AbstractAsyncContextManager[Snapshot]:

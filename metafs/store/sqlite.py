@@ -10,14 +10,12 @@ a SQLite file (use the etcd backend to run several servers).
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -32,6 +30,7 @@ from .base import (
     Snapshot,
     Store,
     StoreError,
+    Waiters,
     prefix_end,
 )
 
@@ -46,13 +45,6 @@ CREATE TABLE IF NOT EXISTS kv (
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES ('revision', 0);
 """
-
-
-@dataclass(eq=False)
-class _Waiter:
-    prefixes: Sequence[str]
-    event: anyio.Event = field(default_factory=anyio.Event)
-    revision: int | None = None
 
 
 class _SqliteSnapshot(Snapshot):
@@ -100,7 +92,7 @@ class SqliteStore(Store):
             raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
         self._write_lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []
-        self._waiters: set[_Waiter] = set()
+        self._waiters = Waiters()
         self._closed = False
 
     def _connect(self, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -139,7 +131,7 @@ class SqliteStore(Store):
             raise StoreError("store is closed")
         rev, changed = await anyio.to_thread.run_sync(self._commit_sync, ops, guards)
         if changed:
-            self._notify(rev, sorted(changed))
+            self._waiters.notify(rev, sorted(changed))
         return rev
 
     def _commit_sync(self, ops: Sequence[Op], guards: Sequence[Guard]) -> tuple[int, list[str]]:
@@ -191,15 +183,6 @@ class SqliteStore(Store):
             except sqlite3.Error as exc:
                 raise StoreError(f"sqlite write failed: {exc}") from exc
 
-    def _notify(self, rev: int, keys: list[str]) -> None:
-        for w in list(self._waiters):
-            for p in w.prefixes:
-                i = bisect.bisect_left(keys, p)
-                if i < len(keys) and keys[i].startswith(p):
-                    w.revision = rev
-                    w.event.set()
-                    break
-
     async def wait(self, prefixes: Sequence[str], after: int, timeout: float) -> int | None:
         async with self.snapshot() as snap:
             for p in prefixes:
@@ -208,18 +191,12 @@ class SqliteStore(Store):
                 return snap.changed
         # No await between the check above and registering: a commit's notification runs
         # on this same event loop, so none can slip in between.
-        waiter = _Waiter(prefixes)
-        self._waiters.add(waiter)
-        try:
-            with anyio.move_on_after(timeout):
-                await waiter.event.wait()
-        finally:
-            self._waiters.discard(waiter)
+        with self._waiters.register(prefixes, after) as waiter, anyio.move_on_after(timeout):
+            await waiter.event.wait()
         return waiter.revision
 
     def release_waiters(self) -> None:
-        for w in list(self._waiters):
-            w.event.set()
+        self._waiters.wake_all()
 
     async def close(self) -> None:
         self._closed = True

@@ -1,0 +1,378 @@
+"""The cluster store: etcd v3 through its JSON gateway (``/v3/...``), over httpx.
+
+Why the gateway and not a gRPC client: the Python etcd3 clients are unmaintained and pin
+old protobuf/grpcio releases; the gateway is part of etcd itself (3.4 in Debian), speaks
+JSON over HTTP/1.1, and httpx is already our HTTP client. The cost is base64 keys and an
+HTTP round trip per call (about 0.3-1 ms on loopback).
+
+How the interface maps onto etcd (everything under one namespace, ``metafs/`` unless the
+URL names another):
+
+- ``<ns>k/<key>``: a live key. Its value is ``<mod_time>\\n<value>``: etcd keeps no time.
+- ``<ns>d/<key>``: a tombstone, written in the same transaction that deletes a key, so
+  that "the last change under a prefix" still sees the delete.
+- The metafs revision *is* etcd's revision; a snapshot reads at one revision; a commit is
+  one etcd transaction whose compares are the guards (and, for deletes, that nothing under
+  the deleted range changed since the keys to tombstone were read).
+- :meth:`EtcdStore.wait` is fed by one watch stream on the namespace (started by
+  :meth:`EtcdStore.running`); a write through any metafs server wakes the waiters of all.
+  A watch cut off by a dead member resumes on another from the last revision seen; a watch
+  from a compacted revision wakes every waiter (they re-read) and starts again at the head.
+
+Every call moves to the next member when one refuses connections, is unavailable or has
+no leader, with backoff, until ``timeout`` seconds have passed.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+
+from .base import (
+    Conflict,
+    Delete,
+    Guard,
+    Item,
+    Op,
+    Put,
+    Range,
+    Snapshot,
+    Store,
+    StoreError,
+    TooLarge,
+    Waiters,
+    prefix_end,
+)
+
+log = logging.getLogger("metafs.store.etcd")
+
+#: gRPC codes (as the gateway reports them) after which another member, or the same one a
+#: moment later, may answer: UNAVAILABLE, DEADLINE_EXCEEDED, and a member that has not yet
+#: applied the revision a snapshot reads at.
+_RETRY_CODES = {14, 4}
+_RETRY_TEXT = ("leader", "future revision", "timed out", "too many requests", "not capable")
+#: etcd's answers to a transaction over its limits, and the flag that raises each
+_LIMITS = {"too many operations": "--max-txn-ops", "request is too large": "--max-request-bytes"}
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _unb64(text: str) -> str:
+    return base64.b64decode(text).decode()
+
+
+def _encode(value: str | None, now: float) -> str:
+    return _b64(f"{now!r}\n" if value is None else f"{now!r}\n{value}")
+
+
+def _decode(raw: str | None) -> tuple[float, str]:
+    head, _, value = _unb64(raw or "").partition("\n")
+    try:
+        return float(head), value
+    except ValueError:  # a key written by something other than metafs
+        return 0.0, value
+
+
+def _put(key: str, encoded: str) -> dict[str, Any]:
+    return {"request_put": {"key": _b64(key), "value": encoded}}
+
+
+def _end(op: Delete) -> str:
+    """The end (exclusive) of the keys ``op`` deletes."""
+    return prefix_end(op.key) if op.prefix else op.key + "\0"
+
+
+def parse_url(url: str) -> tuple[list[str], str]:
+    """``etcd://host:port[,host:port...][/namespace]`` -> member URLs and the key prefix."""
+    parts = urlsplit(url)
+    hosts = [h.strip() for h in parts.netloc.split(",") if h.strip()]
+    if not hosts:
+        raise ValueError(f"store URL {url!r} names no etcd member (etcd://127.0.0.1:2379,...)")
+    for h in hosts:
+        host, _, port = h.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"store URL {url!r}: etcd member {h!r} is not HOST:PORT")
+    ns = parts.path.strip("/")
+    return [f"http://{h}" for h in hosts], (ns + "/" if ns else "metafs/")
+
+
+class _EtcdSnapshot(Snapshot):
+    def __init__(self, store: EtcdStore, revision: int) -> None:
+        super().__init__(revision)
+        self._store = store
+
+    async def _range(self, prefix: str) -> Range:
+        live, tomb = await self._store._read(
+            [
+                self._store._range_req(self._store.live + prefix, self.revision),
+                self._store._range_req(self._store.tomb + prefix, self.revision, latest=True),
+            ]
+        )
+        items, changed, changed_time = [], 0, 0.0
+        strip = len(self._store.live)
+        for kv in live:
+            mod_time, value = _decode(kv.get("value"))
+            mod = int(kv["mod_revision"])
+            items.append(Item(_unb64(kv["key"])[strip:], value, int(kv["create_revision"]), mod, mod_time))
+            if mod > changed:
+                changed, changed_time = mod, mod_time
+        for kv in tomb:
+            if int(kv["mod_revision"]) > changed:
+                changed, changed_time = int(kv["mod_revision"]), _decode(kv.get("value"))[0]
+        return Range(items, changed, changed_time)
+
+    async def _last_change(self, prefix: str) -> tuple[int, float]:
+        best: tuple[int, float] = (0, 0.0)
+        for kvs in await self._store._read(
+            [
+                self._store._range_req(ns + prefix, self.revision, latest=True)
+                for ns in (self._store.live, self._store.tomb)
+            ]
+        ):
+            for kv in kvs:
+                best = max(best, (int(kv["mod_revision"]), _decode(kv.get("value"))[0]))
+        return best
+
+
+class EtcdStore(Store):
+    """A :class:`Store` in an etcd v3 cluster, shared by any number of metafs servers."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.endpoints, self.namespace = parse_url(url)
+        self.live = self.namespace + "k/"
+        self.tomb = self.namespace + "d/"
+        self.timeout = timeout
+        self._current = 0
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=1.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            # the gateway passes Grpc-Metadata-* on: fail requests and watches on a member
+            # that has lost its leader instead of letting them hang there
+            headers={"Grpc-Metadata-hasleader": "true"},
+        )
+        self._waiters = Waiters()
+        #: set once the watch exists: a wait registered before could miss a change
+        self._watching = anyio.Event()
+        self._closed = False
+
+    # -- calls -------------------------------------------------------------------------
+
+    async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST to one member; on a member that cannot answer, the next, with backoff."""
+        if self._closed:
+            raise StoreError("store is closed")
+        deadline = time.monotonic() + self.timeout
+        delay, problem = 0.02, ""
+        while True:
+            endpoint = self.endpoints[self._current]
+            try:
+                resp = await self._http.post(endpoint + path, json=body)
+                data: dict[str, Any] = resp.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                problem = f"{endpoint}: {type(exc).__name__} {exc}".strip()
+            else:
+                if resp.status_code == 200 and "error" not in data:
+                    return data
+                message = str(data.get("message") or data.get("error") or resp.status_code)
+                for text, flag in _LIMITS.items():
+                    if text in message:
+                        raise TooLarge(f"etcd refused a transaction this large ({message}): raise its {flag}")
+                if data.get("code") not in _RETRY_CODES and not any(t in message for t in _RETRY_TEXT):
+                    raise StoreError(f"etcd {endpoint}{path}: {message}")
+                problem = f"{endpoint}: {message}"
+            if time.monotonic() + delay > deadline:
+                raise StoreError(f"no etcd member answered within {self.timeout:g}s (last: {problem})")
+            log.debug("etcd call failed, trying the next member: %s", problem)
+            self._current = (self._current + 1) % len(self.endpoints)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _range_req(self, prefix: str, revision: int = 0, latest: bool = False) -> dict[str, Any]:
+        """A range over every key under ``prefix`` (``latest``: only the last modified)."""
+        req: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+        if revision:
+            req["revision"] = str(revision)
+        if latest:
+            req.update(sort_order="DESCEND", sort_target="MOD", limit="1")
+        return req
+
+    async def _read(self, ranges: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Several ranges in one round trip (a read-only transaction)."""
+        data = await self._call("/v3/kv/txn", {"success": [{"request_range": r} for r in ranges]})
+        return [r["response_range"].get("kvs", []) for r in data.get("responses", [])]
+
+    # -- the interface ------------------------------------------------------------------
+
+    async def revision(self) -> int:
+        data = await self._call("/v3/kv/range", {"key": _b64(self.namespace), "count_only": True})
+        return int(data["header"]["revision"])
+
+    @contextlib.asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Snapshot]:
+        yield _EtcdSnapshot(self, await self.revision())
+
+    async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int:
+        for _ in range(32):
+            rev, deleted = await self._doomed(ops)
+            compare = [self._compare(g.key, None, "EQUAL", g.mod_rev) for g in guards]
+            # the keys to tombstone were read at ``rev``: commit only if that is still true
+            compare += [
+                self._compare(op.key, _end(op), "LESS", rev + 1) for op in ops if isinstance(op, Delete)
+            ]
+            now = time.time()
+            final: dict[str, str | None] = {}
+            for op in ops:
+                if isinstance(op, Put):
+                    final[op.key] = op.value
+                else:
+                    end = _end(op)
+                    for key in [*deleted[op.key, op.prefix], *final]:
+                        if op.key <= key < end:
+                            final[key] = None
+            success: list[dict[str, Any]] = []
+            existing = {k for ks in deleted.values() for k in ks}
+            for key, value in final.items():
+                if value is not None:
+                    success.append(_put(self.live + key, _encode(value, now)))
+                elif key in existing:
+                    success.append({"request_delete_range": {"key": _b64(self.live + key)}})
+                    success.append(_put(self.tomb + key, _encode(None, now)))
+            failure = [{"request_range": {"key": _b64(self.live + g.key)}} for g in guards]
+            txn = {"compare": compare, "success": success, "failure": failure}
+            data = await self._call("/v3/kv/txn", txn)
+            if data.get("succeeded"):
+                return int(data["header"]["revision"])
+            for g, resp in zip(guards, data.get("responses", []), strict=False):
+                kvs = resp["response_range"].get("kvs", [])
+                if (int(kvs[0]["mod_revision"]) if kvs else 0) != g.mod_rev:
+                    raise Conflict(g.key)
+            # only the set of keys to delete moved under us: read it again
+        raise StoreError("etcd commit kept conflicting with concurrent deletes; try again")
+
+    def _compare(self, key: str, end: str | None, result: str, mod_rev: int) -> dict[str, Any]:
+        """etcd compare: the live ``key`` (every key up to ``end``) has ``mod_rev`` (is below)."""
+        cmp = {"key": _b64(self.live + key), "target": "MOD", "result": result, "mod_revision": str(mod_rev)}
+        if end is not None:
+            cmp["range_end"] = _b64(self.live + end)
+        return cmp
+
+    async def _doomed(self, ops: Sequence[Op]) -> tuple[int, dict[tuple[str, bool], list[str]]]:
+        """The revision now and the live keys each delete in ``ops`` would remove."""
+        deletes = [(op.key, op.prefix) for op in ops if isinstance(op, Delete)]
+        if not deletes:
+            return 0, {}
+        ranges = [
+            {"key": _b64(self.live + k), "range_end": _b64(self.live + _end(Delete(k, p))), "keys_only": True}
+            for k, p in deletes
+        ]
+        data = await self._call("/v3/kv/txn", {"success": [{"request_range": r} for r in ranges]})
+        strip = len(self.live)
+        found = {
+            d: [_unb64(kv["key"])[strip:] for kv in r["response_range"].get("kvs", [])]
+            for d, r in zip(deletes, data.get("responses", []), strict=True)
+        }
+        return int(data["header"]["revision"]), found
+
+    async def wait(self, prefixes: Sequence[str], after: int, timeout: float) -> int | None:
+        # Register first, then look: a change the watch delivers in between wakes us, and
+        # one it delivered before is seen by the snapshot.
+        deadline = anyio.current_time() + timeout
+        with anyio.move_on_after(timeout):
+            await self._watching.wait()
+        with self._waiters.register(prefixes, after) as waiter:
+            async with self.snapshot() as snap:
+                for p in prefixes:
+                    await snap.last_change(p)
+            if snap.changed > after:
+                return snap.changed
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                await waiter.event.wait()
+        return waiter.revision
+
+    def release_waiters(self) -> None:
+        self._waiters.wake_all()
+        self._watching.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        self.release_waiters()
+        await self._http.aclose()
+
+    # -- the watch -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            await tg.start(self._watch)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _watch(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow every change under the namespace and wake the waiters it concerns.
+
+        Started even while no member answers (the server then answers 503 until one does):
+        a metafs server may well boot before its etcd cluster."""
+        task_status.started()
+        start: int | None = None
+        delay, lost = 0.05, False
+        while not self._closed:
+            endpoint = self.endpoints[self._current]
+            try:
+                if start is None:
+                    start = await self.revision() + 1
+                create = {"key": _b64(self.namespace), "range_end": _b64(prefix_end(self.namespace))}
+                body = {"create_request": {**create, "start_revision": str(start)}}
+                async with self._http.stream(
+                    "POST", endpoint + "/v3/watch", json=body, timeout=httpx.Timeout(None, connect=1.0)
+                ) as resp:
+                    async for line in resp.aiter_lines():
+                        result = json.loads(line).get("result") or {}
+                        if result.get("compact_revision") or result.get("canceled"):
+                            # the revisions we missed are gone: every waiter re-reads
+                            head = await self.revision()
+                            log.warning("etcd watch from %d was compacted; resyncing at %d", start, head)
+                            self._waiters.wake_all(head)
+                            start = head + 1
+                            break
+                        if result.get("created"):
+                            self._watching.set()
+                        if lost:
+                            log.warning("etcd watch resumed on %s at revision %d", endpoint, start)
+                        start = self._deliver(result.get("events", []), start)
+                        delay, lost = 0.05, False
+                    else:
+                        raise httpx.RemoteProtocolError("watch stream ended")
+            except (httpx.HTTPError, ValueError, StoreError) as exc:
+                if self._closed:
+                    return
+                if not lost:
+                    log.warning("etcd watch on %s lost (%s); trying the members in turn", endpoint, exc)
+                lost = True
+                self._current = (self._current + 1) % len(self.endpoints)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _deliver(self, events: list[dict[str, Any]], start: int) -> int:
+        """Wake waiters for each revision in ``events``; return the next revision to watch."""
+        by_rev: dict[int, list[str]] = {}
+        cut = len(self.live)  # the live and tombstone prefixes have the same length
+        for ev in events:
+            kv = ev["kv"]
+            by_rev.setdefault(int(kv["mod_revision"]), []).append(_unb64(kv["key"])[cut:])
+        for rev in sorted(by_rev):
+            self._waiters.notify(rev, sorted(by_rev[rev]))
+            start = rev + 1
+        return start
