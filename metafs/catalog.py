@@ -440,7 +440,7 @@ async def service_view(
         record_key("stack", (a, t)),
         "h/",
     ]
-    stamps = [await snap.last_change_at(p) for p in prefixes]
+    stamps = await snap.last_changes_at(prefixes)
     revs = tuple(rev for rev, _ in stamps)
     if cache is not None and (hit := cache.get((a, t, s), revs)):
         return hit
@@ -659,7 +659,7 @@ async def watch_tree(snap: Snapshot, unit_ids: list[str], with_list: bool, scope
                     record_key("service", (a, t)),
                     record_key("stack", (a, t)),
                 ]
-                shared[idx.value] = max([await snap.last_change(p) for p in [*prefixes, "h/"]])
+                shared[idx.value] = max(rev for rev, _ in await snap.last_changes_at([*prefixes, "h/"]))
             rev = max(rev, shared[idx.value])
         units.add(uid, Leaf(rev, rev))
     d = Dir()
@@ -689,7 +689,8 @@ async def units_tree(snap: Snapshot, scope: Scope | None = None) -> Dir:
     if scope is None or scope.units is None:
         items = await snap.range("i/")
     else:
-        items = [i for uid in sorted(scope.units) if (i := await snap.get(index_key(uid)))]
+        got = await snap.get_many([index_key(uid) for uid in sorted(scope.units)])
+        items = [i for i in got.values() if i is not None]
         await snap.last_change(scope.list_prefix)  # a unit placed or removed changes the list
     for item in items:
         uid = key_ids(item.key)[0]
@@ -760,13 +761,16 @@ class Catalog:
     ) -> tuple[list[Op], list[Guard], int]:
         ops: list[Op] = []
         guards: list[Guard] = []
+        wanted = [record_key(kind, ids) for kind, ids, _ in records]
+        wanted += [index_key(ids[3]) for kind, ids, _ in records if kind == "unit"]
+        found = await snap.get_many(wanted)  # one round trip where the store allows
         for kind, ids, data in records:
             key = record_key(kind, ids)
-            item = await snap.get(key)
+            item = found[key]
             old = Record.load(item) if item else None
             if kind == "unit":
                 where = f"{ids[0]}/{ids[1]}/{ids[2]}"
-                idx = await snap.get(index_key(ids[3]))
+                idx = found[index_key(ids[3])]
                 if idx is not None and idx.value != where:
                     # An index entry is authoritative only while its unit record exists.
                     other = await snap.get(record_key("unit", (*idx.value.split("/"), ids[3])))

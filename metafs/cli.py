@@ -302,14 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("serve", cmd_serve, "run the metadata server")
     p.add_argument(
         "--listen",
-        default="127.0.0.1:8500",
+        default=os.environ.get("METAFS_LISTEN", "127.0.0.1:8500"),
         metavar="HOST:PORT",
-        help="address to listen on (default: %(default)s)",
+        help="address to listen on (default: $METAFS_LISTEN, else %(default)s)",
     )
     p.add_argument(
         "--store",
         metavar="URL",
-        help="sqlite:///path/metafs.db (default: $METAFS_STORE, else /var/lib/metafs/metafs.db as root)",
+        help="sqlite:///path/metafs.db, or etcd://HOST:PORT[,HOST:PORT...][/namespace] for an etcd v3"
+        " cluster shared by several servers (default: $METAFS_STORE, else /var/lib/metafs/metafs.db as root)",
     )
     p.add_argument(
         "--max-wait",

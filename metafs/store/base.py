@@ -92,6 +92,7 @@ class Range:
 class Snapshot(abc.ABC):
     """Reads at one revision; remembers every prefix it read and when each last changed."""
 
+    #: the revision read at (the etcd backend fixes it at the first read: use it after reading)
     revision: int
     prefixes: list[str] = field(default_factory=list)
     changed: int = 0
@@ -112,6 +113,19 @@ class Snapshot(abc.ABC):
                 return item
         return None
 
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Item | None]:
+        """The item at each of ``keys`` (a backend may read them all in one round trip)."""
+        found: dict[str, Item | None] = {}
+        for key, r in zip(keys, await self._ranges(keys), strict=True):
+            self.prefixes.append(key)
+            if r.changed > self.changed:
+                self.changed, self.changed_time = r.changed, r.changed_time
+            found[key] = next((i for i in r.items if i.key == key), None)
+        return found
+
+    async def _ranges(self, prefixes: Sequence[str]) -> list[Range]:
+        return [await self._range(p) for p in prefixes]
+
     async def last_change(self, prefix: str) -> int:
         """The last revision at which anything under ``prefix`` changed (0: never)."""
         return (await self.last_change_at(prefix))[0]
@@ -124,10 +138,22 @@ class Snapshot(abc.ABC):
             self.changed, self.changed_time = changed, when
         return changed, when
 
+    async def last_changes_at(self, prefixes: Sequence[str]) -> list[tuple[int, float]]:
+        """:meth:`last_change_at` of each prefix (a backend may ask for all at once)."""
+        stamps = await self._last_changes(prefixes)
+        self.prefixes.extend(prefixes)
+        for changed, when in stamps:
+            if changed > self.changed:
+                self.changed, self.changed_time = changed, when
+        return stamps
+
     async def _last_change(self, prefix: str) -> tuple[int, float]:
         """Backends may answer this without reading the values."""
         r = await self._range(prefix)
         return r.changed, r.changed_time
+
+    async def _last_changes(self, prefixes: Sequence[str]) -> list[tuple[int, float]]:
+        return [await self._last_change(p) for p in prefixes]
 
     @abc.abstractmethod
     async def _range(self, prefix: str) -> Range: ...

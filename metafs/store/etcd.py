@@ -112,13 +112,27 @@ class _EtcdSnapshot(Snapshot):
         super().__init__(revision)
         self._store = store
 
+    async def _read(self, reqs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Ranges at this snapshot's revision; the first read fixes it (at the head then):
+        a snapshot costs no round trip of its own."""
+        revision, found = await self._store._read(reqs)
+        if not self.revision:
+            self.revision = revision
+        return found
+
     async def _range(self, prefix: str) -> Range:
-        live, tomb = await self._store._read(
-            [
-                self._store._range_req(self._store.live + prefix, self.revision),
-                self._store._range_req(self._store.tomb + prefix, self.revision, latest=True),
-            ]
-        )
+        return (await self._ranges([prefix]))[0]
+
+    async def _ranges(self, prefixes: Sequence[str]) -> list[Range]:
+        """Every prefix's live keys and latest tombstone, in one read-only transaction."""
+        reqs = []
+        for p in prefixes:
+            reqs.append(self._store._range_req(self._store.live + p, self.revision))
+            reqs.append(self._store._range_req(self._store.tomb + p, self.revision, latest=True))
+        found = await self._read(reqs)
+        return [self._decode(found[i], found[i + 1]) for i in range(0, len(found), 2)]
+
+    def _decode(self, live: list[dict[str, Any]], tomb: list[dict[str, Any]]) -> Range:
         items, changed, changed_time = [], 0, 0.0
         strip = len(self._store.live)
         for kv in live:
@@ -133,16 +147,22 @@ class _EtcdSnapshot(Snapshot):
         return Range(items, changed, changed_time)
 
     async def _last_change(self, prefix: str) -> tuple[int, float]:
-        best: tuple[int, float] = (0, 0.0)
-        for kvs in await self._store._read(
-            [
-                self._store._range_req(ns + prefix, self.revision, latest=True)
-                for ns in (self._store.live, self._store.tomb)
-            ]
-        ):
-            for kv in kvs:
+        return (await self._last_changes([prefix]))[0]
+
+    async def _last_changes(self, prefixes: Sequence[str]) -> list[tuple[int, float]]:
+        """The latest live key and the latest tombstone under each prefix, in one round trip."""
+        st = self._store
+        reqs = [
+            st._range_req(ns + p, self.revision, latest=True) for p in prefixes for ns in (st.live, st.tomb)
+        ]
+        found = await self._read(reqs)
+        stamps = []
+        for i in range(0, len(found), 2):
+            best: tuple[int, float] = (0, 0.0)
+            for kv in found[i] + found[i + 1]:
                 best = max(best, (int(kv["mod_revision"]), _decode(kv.get("value"))[0]))
-        return best
+            stamps.append(best)
+        return stamps
 
 
 class EtcdStore(Store):
@@ -207,10 +227,11 @@ class EtcdStore(Store):
             req.update(sort_order="DESCEND", sort_target="MOD", limit="1")
         return req
 
-    async def _read(self, ranges: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-        """Several ranges in one round trip (a read-only transaction)."""
+    async def _read(self, ranges: list[dict[str, Any]]) -> tuple[int, list[list[dict[str, Any]]]]:
+        """Several ranges in one round trip (a read-only transaction), and its revision."""
         data = await self._call("/v3/kv/txn", {"success": [{"request_range": r} for r in ranges]})
-        return [r["response_range"].get("kvs", []) for r in data.get("responses", [])]
+        found = [r["response_range"].get("kvs", []) for r in data.get("responses", [])]
+        return int(data["header"]["revision"]), found
 
     # -- the interface ------------------------------------------------------------------
 
@@ -220,7 +241,7 @@ class EtcdStore(Store):
 
     @contextlib.asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Snapshot]:
-        yield _EtcdSnapshot(self, await self.revision())
+        yield _EtcdSnapshot(self, 0)
 
     async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int:
         for _ in range(32):
