@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, logs
 from .client import ClientError, MetadataClient
 
 EXIT_TIMEOUT = 124
@@ -122,9 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import Settings, serve
     from .store import default_store_url
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.setup(args.log_level, args.log_format)
     settings = Settings(
         max_wait=args.max_wait,
         default_wait=min(args.max_wait, 300.0),
@@ -180,6 +178,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "metafs.cli", "mount", args.mountpoint, "--foreground"]
     cmd += ["--ready-fd", str(write_fd), "--server", args.server, "--log-file", str(log_file)]
     cmd += ["--fetch-timeout", str(args.fetch_timeout), "--cache-timeout", str(args.cache_timeout)]
+    cmd += ["--log-level", args.log_level, "--log-format", args.log_format]
+    for flag, value in (("--status-socket", args.status_socket), ("--metrics-listen", args.metrics_listen)):
+        if value:
+            cmd += [flag, value]
     if args.unit:
         cmd += ["--unit", args.unit]
     if args.anchors:
@@ -214,12 +216,9 @@ def _mount_foreground(args: argparse.Namespace) -> int:
 
     from . import mount
 
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if args.log_file:
-        handlers = [logging.FileHandler(args.log_file)]
+    handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler()
     fmt = f"%(asctime)s %(levelname)s metafs[{os.getpid()}] {args.mountpoint}: %(message)s"
-    logging.basicConfig(level=args.log_level.upper(), format=fmt, handlers=handlers)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    logs.setup(args.log_level, args.log_format, handler, fmt)
     ready_file = os.fdopen(args.ready_fd, "w") if args.ready_fd is not None else None
 
     def ready(message: str) -> None:
@@ -235,6 +234,8 @@ def _mount_foreground(args: argparse.Namespace) -> int:
         fetch_timeout=args.fetch_timeout,
         cache_timeout=args.cache_timeout,
         anchors=args.anchors,
+        status_socket=args.status_socket,
+        metrics_listen=_host_port(args.metrics_listen, "--metrics-listen") if args.metrics_listen else None,
     )
     try:
         trio.run(mount.run, opts, ready)
@@ -243,6 +244,36 @@ def _mount_foreground(args: argparse.Namespace) -> int:
         ready(f"error: {exc}")
         raise Failure(str(exc)) from None
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 when the views are fresh, 1 on errors, 2 when they are stale."""
+    from . import mountstatus
+
+    try:
+        st = mountstatus.read(args.mountpoint, args.status_socket)
+    except OSError as exc:
+        raise Failure(str(exc)) from None
+    print(json.dumps(st, indent=2) if args.json else mountstatus.summary(st))
+    return 2 if st["stale"] else 0
+
+
+def _host_port(value: str, flag: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise Failure(f"{flag} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:9851")
+    return host.strip("[]"), int(port)
+
+
+def _log_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="one line per event: text, or JSON objects (time, level, logger, message); tokens are"
+        " never written (default: %(default)s)",
+    )
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
@@ -333,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a request body must arrive within this (default: %(default)s)",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _log_options(p)
     p.add_argument(
         "--operator-token-file",
         metavar="PATH",
@@ -407,8 +438,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log-file", metavar="PATH", help="daemon log (default: /var/log/metafs/mount-<path>.log)"
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _log_options(p)
+    p.add_argument(
+        "--status-socket",
+        metavar="PATH",
+        help="where to answer /status and /metrics (default: /run/metafs/status/<mountpoint>.sock as root)",
+    )
+    p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="also serve /metrics (Prometheus) on this TCP address, e.g. 127.0.0.1:9851",
+    )
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+
+    p = add("status", cmd_status, "show what a mount daemon is doing: server, fresh or stale, units")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.add_argument("--json", action="store_true", help="print the daemon's status as JSON")
+    p.add_argument("--status-socket", metavar="PATH", help="the daemon's status socket, if not the default")
 
     p = add("token", cmd_token, "mint, list and revoke tokens (operator)")
     tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")

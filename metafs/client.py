@@ -115,6 +115,11 @@ class _Base:
         # a server that does not accept a connection within 2 s is taken for gone
         self._timeouts = httpx.Timeout(timeout, connect=min(timeout, 2.0))
 
+    @property
+    def current(self) -> str:
+        """The server that answered last (the first one tried next)."""
+        return self.roots[self._current]
+
     def _urls(self, path: str) -> Iterator[tuple[int, str]]:
         """Each server in turn, starting with the one that answered last."""
         n = len(self.roots)

@@ -304,11 +304,13 @@ class MetaFS(pyfuse3.Operations):
 
     def _inval_inode(self, ino: int, attr_only: bool = False) -> None:
         if self.live:
+            self.cache.stats.invalidations += 1
             self._invalidator.put((ino, attr_only))
 
     def _inval_entry(self, parent: Path, name: str) -> None:
         parent_ino = self._inos.get(parent)
         if parent_ino is not None and self.live:
+            self.cache.stats.invalidations += 1
             self._invalidator.put((parent_ino, os.fsencode(encode_name(name))))
 
     def stop_invalidator(self) -> None:

@@ -15,13 +15,16 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyfuse3
 import trio
 
+from . import mountstatus
 from .anchors import Anchors, mounts
 from .client import AsyncMetadataClient, ClientError, unit_id_of
 from .fs import MetaFS
@@ -48,6 +51,8 @@ class MountOptions:
     cache_timeout: float = 300.0
     poll_wait: float = 55.0
     anchors: str | None = None  # host mode: keep ANCHORS/<unit> bound (see anchors.py)
+    status_socket: str | None = None  # default: mountstatus.socket_path(mountpoint)
+    metrics_listen: tuple[str, int] | None = None  # also serve /metrics on this TCP address
 
 
 def fusermount() -> str:
@@ -122,6 +127,8 @@ async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
     # resolve paths now: once mounted, a path through the mount is answered by this very
     # thread, so nothing here may touch it synchronously
     anchors = Anchors(opts.anchors, opts.mountpoint) if opts.anchors else None
+    where = mountstatus.resolve(opts.mountpoint)
+    status_path = Path(opts.status_socket) if opts.status_socket else mountstatus.socket_path(where)
     options = set(pyfuse3.default_options)
     options |= {f"fsname={FSNAME}", f"subtype={FSNAME}", "ro", "allow_other", "nosuid", "nodev", "noatime"}
     try:
@@ -132,9 +139,35 @@ async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
     log.info(
         "mounted %s (%s) from %s", opts.mountpoint, f"unit {unit}" if unit else "host mode", opts.servers
     )
+    started = time.time()
+
+    def status() -> dict[str, Any]:
+        stale = cache.stale_since
+        return {
+            "mountpoint": where,
+            "unit": unit,
+            "servers": client.roots,
+            "server": client.current,
+            "stale": stale is not None,
+            "stale_seconds": time.monotonic() - stale if stale is not None else 0.0,
+            "last_error": cache.stats.last_error,
+            "revision": cache.index,
+            "last_change": cache.stats.last_change,
+            "views_cached": len(cache.views),
+            "units_listed": len(cache.units.children),
+            "fetches": cache.stats.fetches,
+            "fetch_errors": cache.stats.fetch_errors,
+            "watch_answers": cache.stats.watch_answers,
+            "invalidations": cache.stats.invalidations,
+            "pid": os.getpid(),
+            "started": started,
+            "rss_bytes": mountstatus.rss_bytes(),
+        }
+
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(cache.run)
+            await nursery.start(mountstatus.serve, status, status_path, opts.metrics_listen)
             nursery.start_soon(_serve, nursery)
             nursery.start_soon(_signals, nursery, anchors)
             if anchors is not None:

@@ -10,7 +10,7 @@ Routes (``<...>`` is one path segment, percent-decoded once):
 - ``GET|PUT|DELETE /v1/accounts/...``, ``/v1/hosts/...`` the document API;
   ``PUT|DELETE`` on ``/v1/kv/...`` write the same records by their seed path;
 - ``POST /v1/load`` a whole load document, all or nothing;
-- ``GET /healthz`` (answers with the store's revision).
+- ``GET /healthz`` (answers with the store's revision), ``GET /metrics`` (Prometheus).
 
 Every read answers text by default (EC2 style) or JSON (``Accept: application/json`` or
 ``?format=json``), carries ``ETag``, ``X-Metafs-Index`` (the revision at which that
@@ -42,6 +42,7 @@ from starlette.routing import Route
 
 from . import auth, catalog, model, openapi, tree
 from .catalog import Catalog, CatalogError
+from .metrics import ServerMetrics, exposition
 from .store import Snapshot, Store, StoreError, TooLarge, open_store
 
 log = logging.getLogger("metafs.server")
@@ -159,9 +160,11 @@ class MetadataServer:
         self.settings = settings or Settings()
         self.closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.app = Starlette(
+        self.metrics = ServerMetrics()
+        self.starlette = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET", "HEAD"]),
+                Route("/metrics", self.metrics_page, methods=["GET", "HEAD"]),
                 Route("/openapi.json", self.openapi, methods=["GET", "HEAD"]),
                 Route("/v1/load", self.load, methods=["POST"]),
                 Route(
@@ -172,6 +175,8 @@ class MetadataServer:
             ],
             lifespan=self._lifespan,
         )
+        #: the ASGI application: the routes, measured
+        self.app = self.metrics.middleware(self.starlette)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -203,6 +208,7 @@ class MetadataServer:
         except TooLarge as exc:
             return error_response(request, HTTPError(413, str(exc)))
         except StoreError as exc:
+            self.metrics.store_errors.inc()
             log.error("store unavailable: %s", exc)
             return error_response(request, HTTPError(503, "the metadata store is unavailable"))
 
@@ -271,12 +277,20 @@ class MetadataServer:
         node, snap = await once()
         if index is not None and snap.changed <= index <= snap.revision:
             deadline = time.monotonic() + wait
-            while not self.closing and (left := deadline - time.monotonic()) > 0:
-                if await self.store.wait(snap.prefixes, index, left) is None:
-                    break
-                node, snap = await once()
-                if snap.changed > index:
-                    break
+            with self.metrics.long_polls.track_inprogress(), anyio.CancelScope() as poll:
+                async with anyio.create_task_group() as tg:
+                    # a client that goes away ends its long poll (Starlette would not notice)
+                    tg.start_soon(_cancel_on_disconnect, request, poll)
+                    while not self.closing and (left := deadline - time.monotonic()) > 0:
+                        if await self.store.wait(snap.prefixes, index, left) is None:
+                            break
+                        node, snap = await once()
+                        if snap.changed > index:
+                            break
+                    tg.cancel_scope.cancel()
+            if poll.cancelled_caught:
+                return Response(status_code=499)  # nobody is listening any more
+        self.metrics.saw_revision(snap.revision)
 
         fmt = q.get("format") or ("json" if wants_json(request) else "text")
         headers = {
@@ -304,6 +318,7 @@ class MetadataServer:
         return Response(body, headers=headers, media_type=JSON)
 
     def written(self, request: Request, result: catalog.WriteResult) -> Response:
+        self.metrics.saw_revision(result.revision)
         headers = {"X-Metafs-Revision": str(result.revision)}
         if wants_json(request):
             body = json.dumps({"revision": result.revision, "changed": result.changed}) + "\n"
@@ -322,6 +337,12 @@ class MetadataServer:
             return Response(f"ok revision {rev}\n", headers={"X-Metafs-Revision": str(rev)}, media_type=TEXT)
 
         return await self._guard(request, handle)
+
+    async def metrics_page(self, request: Request) -> Response:
+        """Prometheus metrics. No token needed (scrapers rarely send one): they carry
+        counts and timings by route, never ids, names or values."""
+        body, content_type = exposition(self.metrics.registry)
+        return Response(body, headers={"Content-Type": content_type})
 
     async def openapi(self, request: Request) -> Response:
         return Response(json.dumps(openapi.document()), media_type=JSON)
@@ -446,6 +467,14 @@ class MetadataServer:
         return Response(body, 201, media_type=JSON, headers={"Cache-Control": "no-store"})
 
 
+async def _cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` when the client disconnects (a GET has no body left to read, so the
+    next ASGI message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
 def serve(
     listen: str,
     store_url: str,
@@ -478,6 +507,7 @@ def serve(
         lifespan="on",
         access_log=False,
         log_level=log_level,
+        log_config=None,  # logging is ours (metafs.logs): one format, tokens redacted
         timeout_graceful_shutdown=2,
         server_header=False,
     )

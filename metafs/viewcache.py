@@ -44,6 +44,19 @@ class View:
 
 
 @dataclass(slots=True)
+class CacheStats:
+    """Counters of the view cache (and the filesystem's invalidations), for the mount's
+    metrics and ``metafs status``."""
+
+    fetches: int = 0
+    fetch_errors: int = 0
+    watch_answers: int = 0
+    invalidations: int = 0
+    last_error: str = ""
+    last_change: float = 0.0  # when the watcher last applied a change (time.time())
+
+
+@dataclass(slots=True)
 class _Fetch:
     done: trio.Event = field(default_factory=trio.Event)
     missing: bool = False
@@ -83,6 +96,12 @@ class ViewCache:
         self._nursery: trio.Nursery | None = None
         self._index = 0
         self._units_changed = trio.Event()
+        self.stats = CacheStats()
+
+    @property
+    def index(self) -> int:
+        """The store revision the watcher has caught up to."""
+        return self._index
 
     # -- reads (called from filesystem handlers) -------------------------------------
 
@@ -132,7 +151,13 @@ class ViewCache:
             fetch.done.set()
 
     async def _fetch(self, unit_id: str) -> View | None:
-        ans = await self.client.view(unit_id)
+        try:
+            ans = await self.client.view(unit_id)
+        except ClientError as exc:
+            self.stats.fetch_errors += 1
+            self.stats.last_error = str(exc)
+            raise
+        self.stats.fetches += 1
         if ans.status in (403, 404):  # gone, or no longer ours to see: the same to the mount
             return None
         seen = int(ans.headers.get("x-metafs-revision", "0"))
@@ -202,6 +227,7 @@ class ViewCache:
                     delay = min(delay * 2, BACKOFF_MAX)
                 continue
             data = ans.json()
+            self.stats.watch_answers += 1
             try:
                 await self._catch_up(units, data)
             except ClientError as exc:
@@ -218,6 +244,7 @@ class ViewCache:
             self._index = ans.index
 
     def _went_stale(self, exc: Exception) -> None:
+        self.stats.last_error = str(exc)
         if self.stale_since is None:
             self.stale_since = time.monotonic()
             log.warning(
@@ -270,6 +297,7 @@ class ViewCache:
             self._drop(unit_id)
             return
         self.views[unit_id] = new
+        self.stats.last_change = time.time()
         self.on_view(unit_id, old.root, new.root)
 
 
