@@ -38,12 +38,17 @@ class _JsonLines(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+def formatter(fmt: str = "text", text_format: str = TEXT_FORMAT) -> logging.Formatter:
+    """A formatter of ``text`` (``text_format``) or ``json`` lines; both redact tokens."""
+    return _JsonLines() if fmt == "json" else _Redacting(text_format)
+
+
 def setup(
     level: str, fmt: str = "text", handler: logging.Handler | None = None, text_format: str = TEXT_FORMAT
 ) -> None:
     """Configure the root logger (``fmt``: ``text`` or ``json``) for a long-running process."""
     handler = handler or logging.StreamHandler()
-    handler.setFormatter(_JsonLines() if fmt == "json" else _Redacting(text_format))
+    handler.setFormatter(formatter(fmt, text_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
