@@ -258,6 +258,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 2 if st["stale"] else 0
 
 
+def cmd_oci_hook(args: argparse.Namespace) -> int:
+    from . import ocihook
+
+    try:
+        state = json.load(sys.stdin)
+    except ValueError as exc:
+        raise Failure(f"the container state on standard input is not JSON: {exc}") from None
+    try:
+        ocihook.run(state, args.anchors)
+    except (ocihook.HookError, OSError, subprocess.SubprocessError, KeyError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+    return 0
+
+
 def _host_port(value: str, flag: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit():
@@ -455,6 +469,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("--json", action="store_true", help="print the daemon's status as JSON")
     p.add_argument("--status-socket", metavar="PATH", help="the daemon's status socket, if not the default")
+
+    p = add(
+        "oci-hook",
+        cmd_oci_hook,
+        "OCI runtime hook (createRuntime): bind the anchor of the unit named by the container's"
+        " io.metafs.unit annotation at /meta (or io.metafs.target); reads the state on stdin",
+    )
+    p.add_argument(
+        "--anchors",
+        default="/run/metafs/anchors",
+        metavar="DIR",
+        help="the mount daemon's --anchors directory (default: %(default)s)",
+    )
 
     p = add("token", cmd_token, "mint, list and revoke tokens (operator)")
     tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -210,3 +210,16 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def anchors(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "anchors"
+    root.mkdir()
+    try:
+        yield root
+    finally:  # binds and anchors are plain mounts: take down whatever is left under tmp_path
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f]
+        for point in sorted((p for p in points if p.startswith(str(tmp_path))), key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)

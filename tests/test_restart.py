@@ -10,7 +10,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,19 +23,6 @@ LOOP = r"""
 i=0
 while [ $i -lt 600 ]; do echo "$(cat /meta/self/hostname 2>&1)"; usleep 50000; i=$((i+1)); done
 """
-
-
-@pytest.fixture
-def anchors(tmp_path: Path) -> Iterator[Path]:
-    root = tmp_path / "anchors"
-    root.mkdir()
-    try:
-        yield root
-    finally:  # binds and anchors are plain mounts: take down whatever is left under tmp_path
-        with open("/proc/self/mountinfo") as f:
-            points = [line.split()[4] for line in f]
-        for point in sorted((p for p in points if p.startswith(str(tmp_path))), key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
 @pytest.mark.timeout(120)
