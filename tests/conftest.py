@@ -8,13 +8,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+from tests.containers import make_bundle, runc_unusable
 
 if TYPE_CHECKING:
     from tests.etcd_cluster import EtcdCluster
@@ -223,3 +226,31 @@ def anchors(tmp_path: Path) -> Iterator[Path]:
             points = [line.split()[4] for line in f]
         for point in sorted((p for p in points if p.startswith(str(tmp_path))), key=len, reverse=True):
             subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
+@pytest.fixture
+def container(
+    loaded: httpx.Client, server: ServerProcess, make_mount: Callable[..., Mount], tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start a runc container running a script, with unit ZK1's directory of a host-mode
+    mount at /meta; deleted afterwards."""
+    if reason := runc_unusable():
+        pytest.skip(reason)
+    m = make_mount(server.url)
+    started: list[tuple[str, subprocess.Popen[str]]] = []
+
+    def run(script: str, mounts: Sequence[dict[str, object]] = ()) -> subprocess.Popen[str]:
+        bundle = make_bundle(tmp_path / f"bundle{len(started)}", m.path / ZK1, script, mounts)
+        cid = f"metafs-test-{uuid.uuid4().hex[:8]}"
+        cmd = ["runc", "run", "--bundle", str(bundle), cid]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append((cid, proc))
+        return proc
+
+    try:
+        yield run
+    finally:
+        for cid, proc in started:
+            proc.kill()
+            proc.wait()
+            subprocess.run(["runc", "delete", "--force", cid], capture_output=True, check=False)

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from .conftest import ZK1, ServerProcess
-from .test_container import SCRIPT, _runc_unusable, make_bundle
+from .containers import make_bundle, runc_unusable
+from .test_container import SCRIPT
 from .test_fs import MakeMount
 
 HOOK = str(Path(sys.executable).parent / "metafs")
@@ -29,7 +30,7 @@ def run_annotated(
 ) -> Iterator[Run]:
     """Run a runc container with ``annotations`` and the metafs hook, and no /meta mount of
     its own; a host-mode mount with ``anchors`` serves the units."""
-    if reason := _runc_unusable():
+    if reason := runc_unusable():
         pytest.skip(reason)
     make_mount(server.url, None, "--anchors", str(anchors))
     assert (anchors / ZK1).is_dir()

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from .conftest import HEADERS, ZK1, ZK1_PATH, ServerProcess, mounted
-from .test_container import _runc_unusable, make_bundle
+from .containers import make_bundle, runc_unusable
 from .test_fs import MakeMount, wait_for
 
 LOOP = r"""
@@ -29,7 +29,7 @@ while [ $i -lt 600 ]; do echo "$(cat /meta/self/hostname 2>&1)"; usleep 50000; i
 def test_a_container_survives_a_daemon_restart(
     loaded: httpx.Client, server: ServerProcess, make_mount: MakeMount, anchors: Path, tmp_path: Path
 ) -> None:
-    if reason := _runc_unusable():
+    if reason := runc_unusable():
         pytest.skip(reason)
     m = make_mount(server.url, None, "--anchors", str(anchors))
     anchor = anchors / ZK1
