@@ -2,14 +2,16 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config etcd-server runc busybox-static curl sqlite3 wrk gcc
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config etcd-server runc busybox-static curl sqlite3 wrk gcc libc6-dev
+# only for `make test`: the /ui test's browser, and systemd-analyze for the contrib units
+APT_TEST_PACKAGES := chromium chromium-driver systemd
 DEMO_PORT ?= 8500
 DEMO_DIR ?= /tmp/metafs-demo
 
 .PHONY: demo test bench soak lint deps apt venv clean
 
 apt:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(APT_PACKAGES) $(EXTRA_APT); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing apt packages: $$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
@@ -33,6 +35,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check metafs tests
 	$(VENV)/bin/mypy
 
+test: EXTRA_APT = $(APT_TEST_PACKAGES)
 test: deps lint
 	$(VENV)/bin/pytest -q; status=$$?; tests/unmount-all.sh; exit $$status
 

@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
+from importlib import resources
 from pathlib import Path
 from types import FrameType
 from urllib.parse import unquote
@@ -165,6 +166,8 @@ class MetadataServer:
             routes=[
                 Route("/healthz", self.healthz, methods=["GET", "HEAD"]),
                 Route("/metrics", self.metrics_page, methods=["GET", "HEAD"]),
+                Route("/ui", self.ui, methods=["GET", "HEAD"]),
+                Route("/ui/{name}", self.ui, methods=["GET", "HEAD"]),
                 Route("/openapi.json", self.openapi, methods=["GET", "HEAD"]),
                 Route("/v1/load", self.load, methods=["POST"]),
                 Route(
@@ -344,6 +347,15 @@ class MetadataServer:
         body, content_type = exposition(self.metrics.registry)
         return Response(body, headers={"Content-Type": content_type})
 
+    async def ui(self, request: Request) -> Response:
+        """The read-only web page (``metafs/ui/``). The page holds no data: its script reads
+        ``/v1/accounts/`` with the operator token the person gives it."""
+        name = request.path_params.get("name", "index.html")
+        if name not in UI_FILES:
+            return error_response(request, HTTPError(404, f"not found: /ui/{name}"))
+        body = (resources.files("metafs") / "ui" / name).read_bytes()
+        return Response(body, media_type=UI_FILES[name], headers=UI_HEADERS)
+
     async def openapi(self, request: Request) -> Response:
         return Response(json.dumps(openapi.document()), media_type=JSON)
 
@@ -473,6 +485,17 @@ async def _cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> N
     while (await request.receive())["type"] != "http.disconnect":
         pass
     scope.cancel()
+
+
+UI_FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
+#: the page may load its own script and style and talk to this server, nothing else
+UI_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
+    " form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 def serve(
