@@ -64,7 +64,7 @@ def fusermount() -> str:
 
 def mount_fstype(mountpoint: str) -> str | None:
     """The filesystem type mounted at ``mountpoint`` (last mount wins), or None."""
-    return mounts().get(os.path.realpath(mountpoint))
+    return mounts().get(mountstatus.resolve(mountpoint))  # never touching the mount itself
 
 
 def prepare_mountpoint(mountpoint: str) -> None:
@@ -80,6 +80,21 @@ def prepare_mountpoint(mountpoint: str) -> None:
         raise MountError(f"{mountpoint}: a metafs filesystem is already mounted here")
 
 
+def _stop_daemon(mountpoint: str, timeout: float = 10.0) -> bool:
+    """SIGTERM the daemon serving ``mountpoint``; True once the mount is gone."""
+    try:
+        pid = int(mountstatus.read(mountpoint, timeout=2)["pid"])
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, KeyError, ValueError):
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if mount_fstype(mountpoint) is None:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def is_dead(mountpoint: str) -> bool:
     """A FUSE mount whose daemon is gone. ``statfs`` always reaches the daemon (``stat``
     of the root may be answered from the kernel's cache)."""
@@ -91,11 +106,15 @@ def is_dead(mountpoint: str) -> bool:
 
 
 def unmount(mountpoint: str, lazy: bool = False) -> None:
-    """Unmount a metafs mount (``lazy``: detach now even if busy)."""
+    """Unmount a metafs mount (``lazy``: detach now even if busy). A live daemon is asked
+    to stop (SIGTERM, found through its status socket): it releases its anchors' binds
+    first, which an unmount from outside would leave behind."""
     dead = is_dead(mountpoint)
     fstype = mount_fstype(mountpoint)
     if fstype is None or not fstype.startswith("fuse"):
         raise MountError(f"{mountpoint}: not a metafs mount")
+    if not dead and _stop_daemon(mountpoint):
+        return
     args = [fusermount(), "-uz" if lazy or dead else "-u", mountpoint]
     r = subprocess.run(args, capture_output=True, text=True, check=False)
     if r.returncode != 0:
