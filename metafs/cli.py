@@ -335,6 +335,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metafs",
         description="Container metadata as files: a metadata server, its client, and a FUSE filesystem.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  metafs serve --store sqlite:///var/lib/metafs/metafs.db     the server (or etcd://h1:2379,h2:2379)
+  metafs load cluster.yaml                                    create or replace, all or nothing
+  metafs get self/cardinal_value --unit $UNIT                 one value of a unit's view
+  metafs mount /run/metafs/units --anchors /run/metafs/anchors   every unit of this host as files
+  metafs status /run/metafs/units                             is that mount fresh?
+
+environment:
+  METADATA_CONNECTION_URL  server URL(s) for clients      METAFS_TOKEN, METAFS_TOKEN_FILE  the token
+  DEPLOYMENT_UNIT_ID       the unit for self/... keys     METAFS_STORE, METAFS_LISTEN      serve defaults
+  METAFS_OPERATOR_TOKEN    the server's bootstrap operator token
+
+`metafs COMMAND --help` tells more; the README has the file layout and the HTTP API.""",
     )
     parser.add_argument("--version", action="version", version=f"metafs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -425,7 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     _client_options(p)
 
     p = add("mount", cmd_mount, "mount the metadata as a read-only filesystem; returns once it is ready")
-    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.add_argument(
+        "mountpoint",
+        metavar="MOUNTPOINT",
+        help="an empty directory; with --unit it shows that unit's view,"
+        " else one directory per unit (host mode)",
+    )
     _client_options(p)
     p.add_argument("--foreground", action="store_true", help="stay in the foreground (for systemd)")
     p.add_argument(
@@ -466,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
     p = add("status", cmd_status, "show what a mount daemon is doing: server, fresh or stale, units")
-    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="where `metafs mount` mounted it")
     p.add_argument("--json", action="store_true", help="print the daemon's status as JSON")
     p.add_argument("--status-socket", metavar="PATH", help="the daemon's status socket, if not the default")
 
