@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 import httpx
 import pytest
 
-from .conftest import EXAMPLE, ZK1, ZK1_PATH, ServerProcess
+from .conftest import EXAMPLE, HEADERS, ZK1, ZK1_PATH, ServerProcess
 
 ZK2 = "f58ce48e-a4d5-4c1b-905f-ee3b15ccf117"
 WEB1 = "7/shop/web/3b1f2c9e-0001-4a6e-9d2b-5c1e8f000001"
@@ -320,3 +321,39 @@ def test_sigterm_answers_open_long_polls_and_exits_0(loaded: httpx.Client, serve
     t.join(10)
     assert time.monotonic() - t0 < 3
     assert out and out[0][1].status_code == 200 and out[0][1].text == "test1/\n"
+
+
+@pytest.mark.timeout(60)
+def test_many_long_polls_on_one_key_all_get_the_new_value(
+    loaded: httpx.Client, server: ServerProcess
+) -> None:
+    """They wake together and share one re-read (the server's memo): every one must still
+    get the new value and its index, and a poll for another key must not be disturbed."""
+    key = f"/v1/kv/{ZK1_PATH}/hostname"
+    index = loaded.get(key).headers["X-Metafs-Index"]
+    other = loaded.get(f"/v1/kv/{WEB1}/hostname")
+
+    async def polls() -> tuple[list[httpx.Response], httpx.Response]:
+        limits = httpx.Limits(max_connections=200)  # the write must not queue behind the polls
+        async with httpx.AsyncClient(base_url=server.url, headers=HEADERS, timeout=30, limits=limits) as c:
+            waiting = [
+                asyncio.ensure_future(c.get(key, params={"index": index, "wait": "20"})) for _ in range(100)
+            ]
+            bystander = asyncio.ensure_future(
+                c.get(
+                    f"/v1/kv/{WEB1}/hostname",
+                    params={"index": other.headers["X-Metafs-Index"], "wait": "1.5"},
+                )
+            )
+            await asyncio.sleep(1.0)
+            assert not any(t.done() for t in waiting)
+            await c.put(key, content="memo-new")
+            return list(await asyncio.gather(*waiting)), await bystander
+
+    answers, bystander = asyncio.run(polls())
+    assert [a.text for a in answers] == ["memo-new\n"] * 100
+    assert {int(a.headers["X-Metafs-Index"]) for a in answers} == {int(index) + 1}
+    assert (
+        bystander.text == other.text
+        and bystander.headers["X-Metafs-Index"] == other.headers["X-Metafs-Index"]
+    )
