@@ -321,16 +321,21 @@ async def authenticate(snap: Snapshot, token: str) -> auth.Principal | None:
 
 
 class _Records:
-    """Records read in one snapshot, grouped for building trees."""
+    """Records read in one snapshot, grouped for building trees; a record unchanged since
+    ``previous`` (same key, same revision) is taken from there instead of decoded again."""
 
-    def __init__(self) -> None:
+    def __init__(self, previous: dict[str, Record] | None = None) -> None:
         self.by_key: dict[str, Record] = {}
+        self.previous = previous or {}
 
     async def range(self, snap: Snapshot, prefix: str) -> list[Record]:
         out = []
         for item in await snap.range(prefix):
-            rec = self.by_key.get(item.key) or Record.load(item)
-            self.by_key[item.key] = rec
+            rec = self.by_key.get(item.key)
+            if rec is None:
+                old = self.previous.get(item.key)
+                rec = old if old is not None and old.rev == item.mod_rev else Record.load(item)
+                self.by_key[item.key] = rec
             out.append(rec)
         return out
 
@@ -399,6 +404,10 @@ class ServiceView:
     #: rendered whole views, by (unit id, format, revision): the JSON of a 100-peer view
     #: costs more to make than everything else in a request
     rendered: dict[tuple[str, str, int], bytes] = field(default_factory=dict, compare=False)
+    #: what the next build after a change reuses: the records it read, and each unit's
+    #: ``self/`` with the revisions it was made from (unit, service and host record)
+    records: dict[str, Record] = field(default_factory=dict, compare=False)
+    selves: dict[str, tuple[tuple[int, ...], Dir]] = field(default_factory=dict, compare=False)
 
     def unit(self, unit_id: str) -> Dir | None:
         node = self.service.children["all_hosts"]
@@ -415,6 +424,10 @@ class ServiceViews:
     def __init__(self, size: int = 4096) -> None:
         self.size = size
         self._entries: OrderedDict[tuple[str, ...], ServiceView] = OrderedDict()
+
+    def latest(self, key: tuple[str, ...]) -> ServiceView | None:
+        """The last view built for ``key``, current or not (a rebuild reuses its parts)."""
+        return self._entries.get(key)
 
     def get(self, key: tuple[str, ...], revs: tuple[int, ...]) -> ServiceView | None:
         hit = self._entries.get(key)
@@ -444,7 +457,8 @@ async def service_view(
     revs = tuple(rev for rev, _ in stamps)
     if cache is not None and (hit := cache.get((a, t, s), revs)):
         return hit
-    recs = _Records()
+    previous = cache.latest((a, t, s)) if cache is not None else None
+    recs = _Records(previous.records if previous else None)
     peers = await recs.range(snap, record_key("unit", (a, t, s)))
     await recs.range(snap, record_key("stack", (a, t)))
     services = await recs.range(snap, record_key("service", (a, t)))
@@ -455,8 +469,15 @@ async def service_view(
         return None
     service = _named(svc, [a, t, s], {"name": s, "stack_name": t, "account": a})
     all_hosts = Dir(rev=svc.rev, mtime=svc.item.mod_time)
+    selves: dict[str, tuple[tuple[int, ...], Dir]] = {}
     for peer in peers:
-        all_hosts.add(key_ids(peer.item.key)[3], unit_self(key_ids(peer.item.key), peer, recs))
+        ids = key_ids(peer.item.key)
+        host = recs.get(record_key("host", (peer.data["host"],))) if "host" in peer.data else None
+        made_from = (peer.rev, svc.rev, host.rev if host else 0)
+        old = previous.selves.get(ids[3]) if previous else None
+        me = old[1] if old is not None and old[0] == made_from else unit_self(ids, peer, recs)
+        selves[ids[3]] = (made_from, me)
+        all_hosts.add(ids[3], me)
     service.add("all_hosts", all_hosts)
     stack_dir = _named(stack, [a, t], {"name": t, "account": a})
     svcs = Dir(rev=stack.rev, mtime=stack.item.mod_time)
@@ -469,7 +490,9 @@ async def service_view(
                 entry.add(key, _stamped(rec.data[key], rec.stamp((key,))))
         svcs.add(name, entry)
     stack_dir.add("services", svcs)
-    built = ServiceView(revs, max(t for _, t in stamps), service, stack_dir)
+    built = ServiceView(
+        revs, max(t for _, t in stamps), service, stack_dir, records=recs.by_key, selves=selves
+    )
     if cache is not None:
         cache.put((a, t, s), built)
     return built
@@ -501,6 +524,14 @@ class UnitView(Dir):
 
     shared: ServiceView | None = None
     unit_id: str = ""
+
+    def unchanged_since(self, since: int) -> set[int]:
+        """``id()`` s of this view's peer directories (``self/`` among them) built from
+        records none of which changed after ``since``: a client holding the view as of
+        ``since`` may keep them (see :func:`metafs.tree.to_meta_keeping`)."""
+        if self.shared is None:
+            return set()
+        return {id(d) for made_from, d in self.shared.selves.values() if max(made_from) <= since}
 
     def render(self, fmt: str, make: Callable[[], bytes]) -> bytes:
         """``make()`` once per unit, format and revision; kept with the shared view."""

@@ -256,11 +256,15 @@ class AsyncMetadataClient(_Base):
                 await anyio.sleep(delay)
         raise self._unreachable(errors)
 
-    async def view(self, unit_id: str) -> Answer:
-        """A unit's whole view with revisions and times (``?format=meta``); 404 (no such
-        unit) and 403 (not in this token's scope) are answers, not errors."""
+    async def view(self, unit_id: str, since: int | None = None) -> Answer:
+        """A unit's whole view with revisions and times (``?format=meta``; with ``since``,
+        only what changed after that revision: see :func:`metafs.tree.to_meta_since`);
+        404 (no such unit) and 403 (not in this token's scope) are answers, not errors."""
+        params = {"format": "meta"}
+        if since is not None:
+            params["since"] = str(since)
         return await self.request(
-            "GET", f"/v1/view/{quote(unit_id, safe='')}/", ok=(200, 403, 404), params={"format": "meta"}
+            "GET", f"/v1/view/{quote(unit_id, safe='')}/", ok=(200, 403, 404), params=params
         )
 
     async def units(self) -> Answer:

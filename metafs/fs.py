@@ -278,6 +278,8 @@ class MetaFS(pyfuse3.Operations):
         self._inval_inode(pyfuse3.ROOT_INODE)
 
     def _diff(self, path: Path, old: Node | None, new: Node | None) -> None:
+        if old is new and old is not None:
+            return  # a subtree the delta kept: the very same object, nothing changed
         ino = self._inos.get(path)
         if ino is None:
             return  # the kernel never saw this path, nor anything below it

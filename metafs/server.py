@@ -362,6 +362,13 @@ class MetadataServer:
         if fmt == "text":
             return Response(tree.render_text(node), headers=headers, media_type=TEXT)
         shown = node
+        since = q.get("since")
+        if since is not None:
+            if fmt != "meta" or not since.isdigit():
+                raise HTTPError(400, f"since={since!r}: expected a revision, with format=meta")
+            kept = shown.unchanged_since(int(since)) if isinstance(shown, catalog.UnitView) else set()
+            delta = tree.to_meta_keeping(shown, kept)
+            return Response(json.dumps(delta, separators=(",", ":")) + "\n", headers=headers, media_type=JSON)
 
         def make() -> bytes:
             data = tree.to_meta(shown) if fmt == "meta" else tree.to_json(shown)
@@ -464,7 +471,8 @@ class MetadataServer:
             if method == "GET" and route == "watch":
                 return await self._watch(request, principal, rest)
             if method == "GET":
-                return await self.read(request, principal, readers[route], what)
+                extra = frozenset({"since"}) if route == "view" else frozenset()
+                return await self.read(request, principal, readers[route], what, extra)
             if not principal.operator:
                 raise HTTPError(403, f"a {principal.kind} token may not write: writes need an operator token")
             check_query(request, {"format"})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +110,40 @@ def to_meta(node: Node) -> Any:
     if node.seq:
         out["s"] = True
     return out
+
+
+#: in a delta (:func:`to_meta_keeping`), a subtree that did not change: keep yours
+KEEP: dict[str, int] = {"k": 1}
+
+
+def to_meta_keeping(node: Node, kept: Set[int]) -> Any:
+    """:func:`to_meta`, with every subtree whose ``id()`` is in ``kept`` (the caller knows
+    they did not change, deletions below them included) replaced by :data:`KEEP`; a
+    client rebuilds the new tree with :func:`merge_meta`. Revisions alone cannot tell
+    this: a deleted child leaves no revision behind in the tree."""
+    if id(node) in kept:
+        return KEEP
+    if isinstance(node, Leaf):
+        return {"r": node.rev, "m": node.mtime, "v": node.value}
+    out = {
+        "r": node.rev,
+        "m": node.mtime,
+        "c": {n: to_meta_keeping(c, kept) for n, c in node.children.items()},
+    }
+    if node.seq:
+        out["s"] = True
+    return out
+
+
+def merge_meta(old: Node | None, data: Any) -> Node:
+    """The tree a :func:`to_meta_keeping` delta describes, reusing ``old``'s unchanged
+    subtrees (the same objects: the filesystem's diff skips them). Raises KeyError when
+    the delta keeps something ``old`` does not have."""
+    if "c" not in data:
+        return Leaf(data["v"], data["r"], data["m"])
+    before = old.children if isinstance(old, Dir) else {}
+    children = {n: before[n] if c == KEEP else merge_meta(before.get(n), c) for n, c in data["c"].items()}
+    return Dir(children, data["r"], data["m"], data.get("s", False))
 
 
 def from_meta(data: Any) -> Node:

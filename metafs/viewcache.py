@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import trio
 
 from .client import AsyncMetadataClient, ClientError
-from .tree import Dir, Leaf, descend, from_meta
+from .tree import Dir, Leaf, descend, from_meta, merge_meta
 
 log = logging.getLogger("metafs.views")
 
@@ -150,9 +150,11 @@ class ViewCache:
             del self._fetches[unit_id]
             fetch.done.set()
 
-    async def _fetch(self, unit_id: str) -> View | None:
+    async def _fetch(self, unit_id: str, base: View | None = None) -> View | None:
+        """The view of ``unit_id``; with ``base`` (the view held now), only what changed
+        since is transferred, and ``base``'s unchanged subtrees are reused."""
         try:
-            ans = await self.client.view(unit_id)
+            ans = await self.client.view(unit_id, base.seen if base else None)
         except ClientError as exc:
             self.stats.fetch_errors += 1
             self.stats.last_error = str(exc)
@@ -161,7 +163,10 @@ class ViewCache:
         if ans.status in (403, 404):  # gone, or no longer ours to see: the same to the mount
             return None
         seen = int(ans.headers.get("x-metafs-revision", "0"))
-        root = from_meta(ans.json())
+        try:
+            root = merge_meta(base.root, ans.json()) if base else from_meta(ans.json())
+        except KeyError:  # the delta keeps what we do not have: take it whole
+            return await self._fetch(unit_id)
         assert isinstance(root, Dir)
         return View(unit_id, root, seen)
 
@@ -277,28 +282,44 @@ class ViewCache:
         (those it does not list any more are fetched on their own: deleted or moved)."""
         first, rest = unit_ids[0], unit_ids[1:]
         try:
-            fetched = await self._fetch(first)
+            fetched = await self._fetch(first, self.views.get(first))
         except ClientError as exc:
             failed.append(f"view {first}: {exc}")
             return
-        self._replace(first, fetched)
+        new = {first: fetched}
+        alone = []
         for uid in rest:
             derived = derive(fetched, uid) if fetched is not None else None
             if derived is None:
-                await self._refresh([uid], failed)
+                alone.append(uid)
             else:
-                self._replace(uid, derived)
+                new[uid] = derived
+        # every view of the service is served new at once (reads look the cache up), and
+        # only then are the kernel's caches told, a few views at a time between requests
+        replaced = []
+        for uid, view in new.items():
+            old = self._swap(uid, view)
+            if old is not None and view is not None:
+                replaced.append((uid, old, view))
+        for i, (uid, old, view) in enumerate(replaced):
+            self.on_view(uid, old.root, view.root)
+            if i % 8 == 7:
+                await trio.sleep(0)
+        for uid in alone:
+            await self._refresh([uid], failed)
 
-    def _replace(self, unit_id: str, new: View | None) -> None:
+    def _swap(self, unit_id: str, new: View | None) -> View | None:
+        """Serve ``new`` for ``unit_id`` (None: drop it); the view it replaces, if any
+        (the filesystem is not told yet)."""
         old = self.views.get(unit_id)
         if old is None:
-            return
+            return None
         if new is None:
             self._drop(unit_id)
-            return
+            return None
         self.views[unit_id] = new
         self.stats.last_change = time.time()
-        self.on_view(unit_id, old.root, new.root)
+        return old
 
 
 def service_of(view: Dir) -> str:

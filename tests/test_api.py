@@ -357,3 +357,32 @@ def test_many_long_polls_on_one_key_all_get_the_new_value(
         bystander.text == other.text
         and bystander.headers["X-Metafs-Index"] == other.headers["X-Metafs-Index"]
     )
+
+
+def test_view_since_sends_only_what_changed(loaded: httpx.Client) -> None:
+    """``?format=meta&since=R``: the view with every subtree unchanged since R as
+    ``{"k": 1}``; merged into the view as of R it is exactly the new view."""
+    from metafs.tree import from_meta, merge_meta, to_meta
+
+    view = f"/v1/view/{ZK1}/"
+    before = loaded.get(view, params={"format": "meta"})
+    seen = int(before.headers["X-Metafs-Revision"])
+    assert loaded.put(f"/v1/kv/5/test1/s4/{ZK2}/hostname", content="zk2-new").status_code == 200
+    full = loaded.get(view, params={"format": "meta"})
+    delta = loaded.get(view, params={"format": "meta", "since": str(seen)})
+    assert delta.status_code == 200 and len(delta.content) < len(full.content) / 2
+    peers = delta.json()["c"]["service"]["c"]["all_hosts"]["c"]
+    assert peers[ZK1] == {"k": 1} and peers[ZK2] != {"k": 1}
+    merged = merge_meta(from_meta(before.json()), delta.json())
+    assert to_meta(merged) == full.json()
+    # deletions leave no revision behind: a removed label and a removed peer still show
+    seen = int(full.headers["X-Metafs-Revision"])
+    assert loaded.delete(f"/v1/kv/5/test1/s4/{ZK2}/labels/io.example%2Fzone").status_code == 200
+    assert loaded.delete("/v1/kv/5/test1/s4/f58ce48e-a4d5-4c1b-905f-ee3b15ccf118").status_code == 200
+    full2 = loaded.get(view, params={"format": "meta"})
+    delta2 = loaded.get(view, params={"format": "meta", "since": str(seen)})
+    assert to_meta(merge_meta(merged, delta2.json())) == full2.json()
+    assert "f58ce48e-a4d5-4c1b-905f-ee3b15ccf118" not in delta2.json()["c"]["service"]["c"]["all_hosts"]["c"]
+    assert loaded.get(view, params={"format": "json", "since": "1"}).status_code == 400
+    assert loaded.get(view, params={"format": "meta", "since": "x"}).status_code == 400
+    assert loaded.get(f"/v1/kv/{ZK1_PATH}/hostname", params={"since": "1"}).status_code == 400
