@@ -69,11 +69,25 @@ def _resource(summary: str, params: list[dict[str, Any]], writable: bool = True)
     return item
 
 
+def _view_resource(unit: str) -> dict[str, Any]:
+    item = _resource("a unit's view (the file layout)", _path_params(unit), writable=False)
+    item["get"]["parameters"].append(
+        {
+            "name": "since",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0},
+            "description": 'with format=meta: peers unchanged since this revision come as {"k": 1}',
+        }
+    )
+    return item
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI document (built on each call: it is small)."""
     acc, stk, svc, unit = "account", "stack", "service", "unit"
     paths: dict[str, Any] = {
         "/healthz": {"get": {"summary": "liveness and the store's revision", "responses": _responses()}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (text format)", "responses": _responses()}},
         "/v1/kv/": _resource("the list of accounts", [], writable=False),
         "/v1/kv/{account}/": _resource("an account (seed layout)", _path_params(acc)),
         "/v1/kv/{account}/{stack}/": _resource("a stack (seed layout)", _path_params(acc, stk)),
@@ -86,7 +100,7 @@ def document() -> dict[str, Any]:
         "/v1/kv/{account}/{stack}/{service}/{unit}/{key}": _resource(
             "one value of a unit", _path_params(acc, stk, svc, unit, "key")
         ),
-        "/v1/view/{unit}/": _resource("a unit's view (the file layout)", _path_params(unit), writable=False),
+        "/v1/view/{unit}/": _view_resource(unit),
         "/v1/view/{unit}/self/{key}": _resource(
             "one value of a unit's own files", _path_params(unit, "key"), writable=False
         ),
