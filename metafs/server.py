@@ -164,6 +164,7 @@ class MetadataServer:
         self._parked: dict[int, tuple[Request, anyio.CancelScope]] = {}
         self._memo_rev = 0
         self._memo: dict[tuple[object, ...], asyncio.Future[tuple[tree.Node | None, Snapshot]]] = {}
+        self._answers: dict[tuple[object, ...], Response] = {}
         self.metrics = ServerMetrics()
         self.starlette = Starlette(
             routes=[
@@ -219,7 +220,7 @@ class MetadataServer:
         wake together). A later revision's answer is as good: the client polls again
         from the index it gets."""
         if woke > self._memo_rev:
-            self._memo_rev, self._memo = woke, {}
+            self._memo_rev, self._memo, self._answers = woke, {}, {}
         pending = self._memo.get(key)
         if pending is None:
             pending = self._memo[key] = asyncio.get_running_loop().create_future()
@@ -325,6 +326,7 @@ class MetadataServer:
                 return await resolve(snap, scope), snap
 
         node, snap = await once()
+        shared: tuple[object, ...] | None = None  # set when this answer may be shared
         if index is not None and snap.changed <= index <= snap.revision:
             deadline = time.monotonic() + wait
             memo_key = (principal, request.url.path, _answer_query(request))
@@ -338,13 +340,26 @@ class MetadataServer:
                             break
                         node, snap = await self._reread(woke, memo_key, once)
                         if snap.changed > index:
+                            headers = request.headers
+                            shared = (memo_key, headers.get("accept"), headers.get("if-none-match"), id(snap))
                             break
                 finally:
                     del self._parked[id(poll)]
             if poll.cancelled_caught:
                 return Response(status_code=499)  # nobody is listening any more
         self.metrics.saw_revision(snap.revision)
+        if shared is None:
+            return self._answer(request, node, snap, what)
+        # polls woken together that asked the same thing get the very same response
+        # object (Starlette's Response holds only its status, headers and body)
+        answer = self._answers.get(shared)
+        if answer is None:
+            answer = self._answers[shared] = self._answer(request, node, snap, what)
+        return answer
 
+    def _answer(self, request: Request, node: tree.Node | None, snap: Snapshot, what: str) -> Response:
+        """A read's response: headers from the snapshot, body in the asked format."""
+        q = request.query_params
         fmt = q.get("format") or ("json" if wants_json(request) else "text")
         headers = {
             "X-Metafs-Index": str(snap.changed),
