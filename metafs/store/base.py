@@ -24,12 +24,11 @@ that selects exactly it.
 from __future__ import annotations
 
 import abc
+import asyncio
 import bisect
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-
-import anyio
 
 
 class StoreError(Exception):
@@ -164,12 +163,26 @@ def prefix_end(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Waiter:
     prefixes: Sequence[str]
     after: int
-    event: anyio.Event = field(default_factory=anyio.Event)
+    #: a bare asyncio future, not an anyio Event and cancel scope: the server parks one
+    #: per long poll, and at 10,000 polls each byte counts (the server runs on asyncio)
+    done: asyncio.Future[None]
     revision: int | None = None
+
+    def wake(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """Until woken, or ``timeout`` seconds."""
+        timer = asyncio.get_running_loop().call_later(timeout, self.wake)
+        try:
+            await self.done
+        finally:
+            timer.cancel()
 
 
 class Waiters:
@@ -182,7 +195,7 @@ class Waiters:
     @contextlib.contextmanager
     def register(self, prefixes: Sequence[str], after: int) -> Iterator[_Waiter]:
         """A waiter for changes under ``prefixes`` at revisions after ``after``."""
-        waiter = _Waiter(prefixes, after)
+        waiter = _Waiter(prefixes, after, asyncio.get_running_loop().create_future())
         self._waiters.add(waiter)
         try:
             yield waiter
@@ -198,7 +211,7 @@ class Waiters:
                 i = bisect.bisect_left(keys, p)
                 if i < len(keys) and keys[i].startswith(p):
                     w.revision = rev
-                    w.event.set()
+                    w.wake()
                     break
 
     def wake_all(self, rev: int | None = None) -> None:
@@ -206,7 +219,7 @@ class Waiters:
         for w in list(self._waiters):
             if rev is not None:
                 w.revision = rev
-            w.event.set()
+            w.wake()
 
     def __len__(self) -> int:
         return len(self._waiters)

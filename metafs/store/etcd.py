@@ -317,8 +317,7 @@ class EtcdStore(Store):
                     await snap.last_change(p)
             if snap.changed > after:
                 return snap.changed
-            with anyio.move_on_after(deadline - anyio.current_time()):
-                await waiter.event.wait()
+            await waiter.wait(max(0.0, deadline - anyio.current_time()))
         return waiter.revision
 
     def release_waiters(self) -> None:

@@ -191,8 +191,8 @@ class SqliteStore(Store):
                 return snap.changed
         # No await between the check above and registering: a commit's notification runs
         # on this same event loop, so none can slip in between.
-        with self._waiters.register(prefixes, after) as waiter, anyio.move_on_after(timeout):
-            await waiter.event.wait()
+        with self._waiters.register(prefixes, after) as waiter:
+            await waiter.wait(timeout)
         return waiter.revision
 
     def release_waiters(self) -> None:
