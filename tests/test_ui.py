@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -49,7 +50,12 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
 
 
 def wait_for(driver: webdriver.Chrome, what: str, check: object, timeout: float = 10) -> None:
-    WebDriverWait(driver, timeout, poll_frequency=0.05).until(check, message=what)  # type: ignore[arg-type]
+    """Until ``check(driver)``; an element replaced by a re-render while being read counts
+    as "not yet" (the page redraws its tree when a long poll answers)."""
+    wait = WebDriverWait(
+        driver, timeout, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
+    )
+    wait.until(check, message=what)  # type: ignore[arg-type]
 
 
 def value_cell(driver: webdriver.Chrome, path: str) -> str:
