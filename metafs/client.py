@@ -258,7 +258,8 @@ class AsyncMetadataClient(_Base):
 
     async def view(self, unit_id: str, since: int | None = None) -> Answer:
         """A unit's whole view with revisions and times (``?format=meta``; with ``since``,
-        only what changed after that revision: see :func:`metafs.tree.to_meta_since`);
+        peers unchanged since that revision come as ``{"k": 1}``: see
+        :func:`metafs.tree.to_meta_keeping`);
         404 (no such unit) and 403 (not in this token's scope) are answers, not errors."""
         params = {"format": "meta"}
         if since is not None:

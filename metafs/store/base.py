@@ -97,28 +97,27 @@ class Snapshot(abc.ABC):
     changed: int = 0
     changed_time: float = 0.0
 
+    def _saw(self, prefix: str, changed: int, when: float) -> None:
+        """Remember that ``prefix`` was read and last changed at ``changed``."""
+        self.prefixes.append(prefix)
+        if changed > self.changed:
+            self.changed, self.changed_time = changed, when
+
     async def range(self, prefix: str) -> list[Item]:
         """Every live key under ``prefix``, sorted by key."""
         r = await self._range(prefix)
-        self.prefixes.append(prefix)
-        if r.changed > self.changed:
-            self.changed, self.changed_time = r.changed, r.changed_time
+        self._saw(prefix, r.changed, r.changed_time)
         return r.items
 
     async def get(self, key: str) -> Item | None:
         """The item at exactly ``key``, or None."""
-        for item in await self.range(key):
-            if item.key == key:
-                return item
-        return None
+        return (await self.get_many([key]))[key]
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, Item | None]:
         """The item at each of ``keys`` (a backend may read them all in one round trip)."""
         found: dict[str, Item | None] = {}
         for key, r in zip(keys, await self._ranges(keys), strict=True):
-            self.prefixes.append(key)
-            if r.changed > self.changed:
-                self.changed, self.changed_time = r.changed, r.changed_time
+            self._saw(key, r.changed, r.changed_time)
             found[key] = next((i for i in r.items if i.key == key), None)
         return found
 
@@ -127,23 +126,14 @@ class Snapshot(abc.ABC):
 
     async def last_change(self, prefix: str) -> int:
         """The last revision at which anything under ``prefix`` changed (0: never)."""
-        return (await self.last_change_at(prefix))[0]
-
-    async def last_change_at(self, prefix: str) -> tuple[int, float]:
-        """That revision and its time."""
-        changed, when = await self._last_change(prefix)
-        self.prefixes.append(prefix)
-        if changed > self.changed:
-            self.changed, self.changed_time = changed, when
-        return changed, when
+        return (await self.last_changes_at([prefix]))[0][0]
 
     async def last_changes_at(self, prefixes: Sequence[str]) -> list[tuple[int, float]]:
-        """:meth:`last_change_at` of each prefix (a backend may ask for all at once)."""
+        """For each prefix, the last revision at which anything under it changed and the
+        time of that change (a backend may ask for all at once)."""
         stamps = await self._last_changes(prefixes)
-        self.prefixes.extend(prefixes)
-        for changed, when in stamps:
-            if changed > self.changed:
-                self.changed, self.changed_time = changed, when
+        for prefix, (changed, when) in zip(prefixes, stamps, strict=True):
+            self._saw(prefix, changed, when)
         return stamps
 
     async def _last_change(self, prefix: str) -> tuple[int, float]:
@@ -220,9 +210,6 @@ class Waiters:
             if rev is not None:
                 w.revision = rev
             w.wake()
-
-    def __len__(self) -> int:
-        return len(self._waiters)
 
 
 class Store(abc.ABC):
