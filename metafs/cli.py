@@ -128,6 +128,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         default_wait=min(args.max_wait, 300.0),
         max_body=args.max_body,
         body_timeout=args.body_timeout,
+        answer_cache=args.answer_cache,
     )
     store = args.store or default_store_url()
     token_file = (
@@ -391,6 +392,14 @@ environment:
         default=30.0,
         metavar="SECONDS",
         help="a request body must arrive within this (default: %(default)s)",
+    )
+    p.add_argument(
+        "--answer-cache",
+        type=int,
+        default=4096,
+        metavar="ENTRIES",
+        help="read answers kept and reused until the next commit; 0 turns this off"
+        " (default: %(default)s; SQLite store only)",
     )
     _log_options(p)
     p.add_argument(

@@ -73,6 +73,11 @@ class ServerMetrics:
             "The latest store revision this server has read or written",
             registry=self.registry,
         )
+        self.answers_reused = Counter(
+            "metafs_http_answers_reused",
+            "Reads answered with an answer kept since the last commit (no store read)",
+            registry=self.registry,
+        )
         self.store_errors = Counter(
             "metafs_store_errors", "Requests answered 503 because the store failed", registry=self.registry
         )

@@ -42,6 +42,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import auth, catalog, model, openapi, tree
+from .answers import AnswerCache
 from .catalog import Catalog, CatalogError
 from .metrics import ServerMetrics, exposition
 from .store import Snapshot, Store, StoreError, TooLarge, open_store
@@ -64,6 +65,7 @@ class Settings:
     max_body: int = 16 * 1024 * 1024  # bytes in a write or a load document
     max_watch: int = 10_000  # units in one /v1/watch
     body_timeout: float = 30.0  # a request body must arrive within this (seconds)
+    answer_cache: int = 4096  # read answers kept until the next commit (0: none; see answers.py)
 
 
 class HTTPError(Exception):
@@ -183,8 +185,14 @@ class MetadataServer:
             ],
             lifespan=self._lifespan,
         )
-        #: the ASGI application: the routes, measured
-        self.app = self.metrics.middleware(self.starlette)
+        self.answers = AnswerCache(
+            self.starlette,
+            store.head,
+            entries=self.settings.answer_cache,
+            on_reuse=self.metrics.answers_reused.inc,
+        )
+        #: the ASGI application: the routes, behind the answers kept, measured
+        self.app = self.metrics.middleware(self.answers)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -24,6 +24,11 @@ from .tree import Dir, Leaf, descend, from_meta, merge_meta
 log = logging.getLogger("metafs.views")
 
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+#: after a view joins, the watcher waits this long before it long-polls again: the reads
+#: that made the view join come first (a cold read was ~1 ms slower with the poll's HTTP
+#: work in between), and views that join together cost one poll, not one each. Nothing is
+#: missed meanwhile: the next poll asks for every change after what each view has seen.
+JOIN_SETTLE = 0.02
 
 
 class ViewUnavailable(Exception):
@@ -38,8 +43,9 @@ class ViewMissing(Exception):
 class View:
     unit_id: str
     root: Dir
-    #: the store revision this view was read at: the watcher refetches it when the
-    #: server reports a change to anything it shows after this revision
+    #: the store revision this view is known fresh at (read at, or found unchanged by a
+    #: watch answer since): the watcher refetches it when the server reports a change to
+    #: anything it shows after this revision
     seen: int
 
 
@@ -96,11 +102,12 @@ class ViewCache:
         self._nursery: trio.Nursery | None = None
         self._index = 0
         self._units_changed = trio.Event()
+        self._joined = False
         self.stats = CacheStats()
 
     @property
     def index(self) -> int:
-        """The store revision the watcher has caught up to."""
+        """The store revision of the last watch answer handled."""
         return self._index
 
     # -- reads (called from filesystem handlers) -------------------------------------
@@ -197,8 +204,28 @@ class ViewCache:
 
     def _restart_poll(self) -> None:
         """A view joined: the running long poll does not cover it, so start another."""
+        self._joined = True
         if self._poll_scope is not None:
             self._poll_scope.cancel()
+
+    def _caught_up(self) -> int:
+        """The revision every cached view (and the unit list) is known fresh at: the
+        watcher asks for changes after it. A view that joined while a watch answer was
+        being handled counts from the revision it was read at, not from that answer."""
+        floors = [v.seen for v in self.views.values()]
+        if self.host_mode:
+            floors.append(self.units_seen)
+        return min(floors, default=0)
+
+    def _checked(self, units: list[str], index: int) -> None:
+        """A watch answer at ``index`` covered ``units`` (and the list): they are fresh at
+        ``index``, whether they were refetched or found unchanged."""
+        for uid in units:
+            view = self.views.get(uid)
+            if view is not None and view.seen < index:
+                view.seen = index
+        if self.host_mode:
+            self.units_seen = max(self.units_seen, index)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve fetches and keep every cached view fresh, until cancelled."""
@@ -219,10 +246,14 @@ class ViewCache:
                 with trio.CancelScope() as self._poll_scope:
                     await trio.sleep_forever()
                 continue
+            if self._joined:
+                self._joined = False
+                await trio.sleep(JOIN_SETTLE)
+                units = sorted(self.views)
             ans = None
             with trio.CancelScope() as self._poll_scope:
                 try:
-                    ans = await self.client.watch(units, self.host_mode, self._index, self.poll_wait)
+                    ans = await self.client.watch(units, self.host_mode, self._caught_up(), self.poll_wait)
                 except ClientError as exc:
                     self._went_stale(exc)
             self._poll_scope = None
@@ -246,6 +277,7 @@ class ViewCache:
                 )
                 self.stale_since = None
             delay = BACKOFF_MIN
+            self._checked(units, ans.index)
             self._index = ans.index
 
     def _went_stale(self, exc: Exception) -> None:

@@ -247,6 +247,13 @@ class Store(abc.ABC):
     async def revision(self) -> int:
         """The current global revision."""
 
+    def head(self) -> int | None:
+        """The latest committed revision, read at once on this thread (no await, no round
+        trip), or None when the backend cannot tell it that cheaply (etcd: another server
+        may have committed a moment ago). The server reuses answers only while this holds
+        still (see :mod:`metafs.answers`)."""
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections and wake every waiter."""

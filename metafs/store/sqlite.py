@@ -92,6 +92,7 @@ class SqliteStore(Store):
             raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
         self._write_lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []
+        self._head_conn: sqlite3.Connection | None = None
         self._waiters = Waiters()
         self._closed = False
 
@@ -125,6 +126,19 @@ class SqliteStore(Store):
     async def revision(self) -> int:
         async with self.snapshot() as snap:
             return snap.revision
+
+    def head(self) -> int | None:
+        """One indexed read (~5 µs) outside any transaction: it sees every commit, this
+        process's or another's, that is durable."""
+        if self._closed:
+            return None
+        try:
+            if self._head_conn is None:
+                self._head_conn = self._connect()
+            row = self._head_conn.execute("SELECT value FROM meta WHERE name='revision'").fetchone()
+        except sqlite3.Error:
+            return None  # the next read reports the error; nothing is reused meanwhile
+        return int(row[0])
 
     async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int:
         if self._closed:
@@ -206,3 +220,6 @@ class SqliteStore(Store):
         for conn in self._readers:
             conn.close()
         self._readers.clear()
+        if self._head_conn is not None:
+            self._head_conn.close()
+            self._head_conn = None
