@@ -17,7 +17,7 @@ answers other than 200/304 and stores without a cheap head (etcd) pass straight 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -83,7 +83,9 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._answers)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # not a coroutine itself: what passes through (a parked long poll) keeps no frame
+        # of this middleware on its stack (~0.5 KB each, 5 MB for 10,000 polls)
         if (
             self.entries <= 0
             or scope["type"] != "http"
@@ -92,8 +94,11 @@ class AnswerCache:
             or (key := answer_key(scope)) is None
             or (revision := self.head()) is None
         ):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._answer(scope, receive, send, key, revision)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, key: Key, revision: int) -> None:
+        """Send the kept answer, or make one and keep it."""
         if revision != self._revision:  # something was committed: every answer is old
             self._answers.clear()
             self._revision = revision
