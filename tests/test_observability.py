@@ -122,6 +122,35 @@ def test_mount_status_and_metrics(loaded: httpx.Client, server: ServerProcess, m
     server.start()
 
 
+@pytest.mark.timeout(60)
+def test_a_mount_long_polls_from_its_views_revision_and_misses_nothing(
+    loaded: httpx.Client, server: ServerProcess, make_mount: MakeMount
+) -> None:
+    """The first read of a unit-mode mount costs one view fetch and one parked long poll
+    from that view's revision (no poll from 0 that answers at once); a write landing at
+    once after the view joined, before the watcher polls again, still arrives."""
+    before = scrape(server.url + "/metrics")
+    m = make_mount(server.url, ZK1_PATH)
+    hostname = m.path / "self" / "hostname"
+    assert hostname.read_text() == "s4-1\n"
+    r = loaded.put(f"/v1/kv/{ZK1_PATH}/hostname", content="joined")
+    assert r.status_code == 200
+    deadline = time.monotonic() + 10
+    while hostname.read_text() != "joined\n":
+        assert time.monotonic() < deadline, "a write right after the view joined never arrived"
+        time.sleep(0.005)
+    while scrape(server.url + "/metrics")["metafs_long_polls_open", ()] < 1:
+        assert time.monotonic() < deadline, "the mount never parked a long poll"
+        time.sleep(0.01)
+    after = scrape(server.url + "/metrics")
+    watch = {"route": "watch", "method": "GET", "status": "200"}
+    view = {"route": "view", "method": "GET", "status": "200"}
+    # one answered poll: the one that reported the write (none that answered at once)
+    assert requests_total(after, **watch) - requests_total(before, **watch) == 1
+    # the first fetch, and the write's delta
+    assert requests_total(after, **view) - requests_total(before, **view) == 2
+
+
 def test_status_of_a_path_without_a_daemon_is_a_clear_error(tmp_path: Path) -> None:
     r = cli("status", str(tmp_path))
     assert r.returncode == 1
