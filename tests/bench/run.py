@@ -33,7 +33,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tests.conftest import EXAMPLE, HEADERS, ServerProcess, cli, free_port  # noqa: E402
+from tests.conftest import EXAMPLE, HEADERS, OPERATOR_TOKEN, ServerProcess, cli, free_port  # noqa: E402
 
 ZK1 = "f58ce48e-a4d5-4c1b-905f-ee3b15ccf115"
 QUICK = os.environ.get("METAFS_BENCH_QUICK") == "1"
@@ -187,6 +187,35 @@ def hello_pyfuse3(tmp: Path, *flags: str) -> Iterator[Path]:
         except subprocess.TimeoutExpired:
             proc.kill()
             subprocess.run(["fusermount3", "-uz", str(mnt)], check=False)
+
+
+@contextmanager
+def pagecache_mount(srv: ServerProcess, path: Path, unit: str) -> Iterator[Path]:
+    """The mount daemon with files in the page cache (``pagecache_mount.py``; not shipped)."""
+    path.mkdir(parents=True, exist_ok=True)
+    log = path.parent / f"{path.name}.log"
+    script = str(Path(__file__).with_name("pagecache_mount.py"))
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, script, str(path), "--server", srv.url, "--unit", unit, "--log-file", str(log)],
+            stdout=out,
+            stderr=out,
+            cwd=ROOT,
+            env={**os.environ, "METAFS_TOKEN": OPERATOR_TOKEN},
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.ismount(path):
+            assert proc.poll() is None and time.monotonic() < deadline, f"page-cache mount failed: see {log}"
+            time.sleep(0.02)
+        yield path
+    finally:
+        cli("umount", str(path))
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        subprocess.run([str(ROOT / "tests" / "unmount-all.sh"), str(path)], check=False)
 
 
 @contextmanager
@@ -377,6 +406,115 @@ def bench_warm(tmp: Path, srv: ServerProcess) -> None:
             )
         finally:
             shutil.rmtree(shm)
+
+
+# -- 1b. the page cache: what direct_io gives up, and why -----------------------------
+
+#: values of very different lengths, so that most changes change the file's size
+CHURN_VALUES = ["a", "b" * 40, "cc", "d" * 300, "e" * 7, "f" * 120, "g" * 3, "h" * 900]
+
+
+def torn_reads(files: list[Path], change: Callable[[str], None], changes: int) -> tuple[int, int, list[str]]:
+    """Readers on every file (open+read+close, and pread on a held fd) while ``changes``
+    writes land; (torn reads, reads, a few torn ones): a read is torn when it is not a
+    whole value."""
+    whole = {f"{v}\n".encode() for v in CHURN_VALUES}
+    stop = threading.Event()
+    counts = {"torn": 0, "reads": 0}
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def reader(path: Path, held: bool) -> None:
+        torn = reads = 0
+        fd = os.open(path, os.O_RDONLY) if held else -1
+        try:
+            while not stop.is_set():
+                if held:
+                    data = os.pread(fd, 4096, 0)
+                else:
+                    f = os.open(path, os.O_RDONLY)
+                    data = os.read(f, 4096)
+                    os.close(f)
+                reads += 1
+                if data not in whole:
+                    torn += 1
+                    if len(seen) < 5:
+                        seen.append(f"{data[:12]!r}..({len(data)} bytes)")
+        finally:
+            if held:
+                os.close(fd)
+            with lock:
+                counts["torn"] += torn
+                counts["reads"] += reads
+
+    threads = [threading.Thread(target=reader, args=(f, held)) for f in files for held in (False, True)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(changes):
+            change(CHURN_VALUES[i % len(CHURN_VALUES)])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    return counts["torn"], counts["reads"], seen
+
+
+def bench_page_cache(tmp: Path, srv: ServerProcess) -> None:
+    """The same reads through a variant of the daemon that serves files from the page
+    cache (not shipped), and reads racing changes of length through both."""
+    print("the page cache instead of direct_io (a variant, not shipped)")
+    n = 200 if QUICK else 1000
+    key = "/v1/kv/9/bench/big/big-00001/labels/churn"
+    httpx.put(srv.url + key, content=CHURN_VALUES[0], headers=HEADERS).raise_for_status()
+    with (
+        mount(srv, tmp / "shipped", "9/bench/big/big-00001") as real,
+        pagecache_mount(srv, tmp / "paged", "9/bench/big/big-00001") as paged,
+        hello_ll(tmp) as hello,
+    ):
+        f = paged / "self" / "hostname"
+        assert f.read_text() == "big-1\n"
+        shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
+        try:
+            (shm / "hostname").write_text("big-1\n")
+            record(
+                "page cache",
+                "open+read+close self/hostname (page cache)",
+                rounds(read_file(f), n),
+                "µs",
+                ("hello_ll", rounds(read_file(hello / "hello"), n)[0]),
+            )
+            fd, tfd = os.open(f, os.O_RDONLY), os.open(shm / "hostname", os.O_RDONLY)
+            try:
+                record(
+                    "page cache",
+                    "pread on an open fd (page cache)",
+                    rounds(lambda: os.pread(fd, 4096, 0), n * 5),
+                    "µs",
+                    ("tmpfs", rounds(lambda: os.pread(tfd, 4096, 0), n * 5)[0]),
+                )
+            finally:
+                os.close(fd)
+                os.close(tfd)
+        finally:
+            shutil.rmtree(shm)
+        changes = 100 if QUICK else 400
+        with httpx.Client(base_url=srv.url, headers=HEADERS) as c:
+
+            def change(value: str) -> None:
+                c.put(key, content=value).raise_for_status()
+
+            for name, m in (("direct_io, shipped", real), ("page cache", paged)):
+                churn = m / "self" / "labels" / "churn"
+                torn, reads, seen = torn_reads([churn], change, changes)
+                record(
+                    "page cache",
+                    f"torn reads during {changes} changes of length ({name})",
+                    (torn, (torn, torn)),
+                    f"of {reads}",
+                    torn=seen,
+                )
+                print(f"    ({torn} torn of {reads} reads{': ' if seen else ''}{', '.join(seen)})")
 
 
 # -- 2. cold reads -------------------------------------------------------------------
@@ -729,6 +867,7 @@ def main() -> int:
             httpx.post(srv.url + "/v1/load", content=EXAMPLE.read_bytes(), headers=HEADERS).raise_for_status()
             httpx.post(srv.url + "/v1/load", json=big_service(100), headers=HEADERS).raise_for_status()
             bench_warm(tmp, srv)
+            bench_page_cache(tmp, srv)
             bench_cold(tmp, srv)
             bench_propagation(tmp, srv)
             bench_throughput(tmp, srv)
