@@ -408,6 +408,8 @@ class ServiceView:
     #: ``self/`` with the revisions it was made from (unit, service and host record)
     records: dict[str, Record] = field(default_factory=dict, compare=False)
     selves: dict[str, tuple[tuple[int, ...], Dir]] = field(default_factory=dict, compare=False)
+    #: the seed layout's ``all_hosts`` value (every unit's path), made once: {(): leaf}
+    seed_peers: dict[tuple[()], Leaf] = field(default_factory=dict, compare=False)
 
     def unit(self, unit_id: str) -> Dir | None:
         node = self.service.children["all_hosts"]
@@ -617,10 +619,13 @@ def _seed_unit(
 
 
 def _peers(shared: ServiceView, service: list[str]) -> Leaf:
-    all_hosts = shared.service.children["all_hosts"]
-    assert isinstance(all_hosts, Dir)
-    paths: list[Scalar] = ["/".join([*service, p]) for p in sorted(all_hosts.children)]
-    return Leaf(paths, all_hosts.rev, all_hosts.mtime)
+    made = shared.seed_peers.get(())
+    if made is None:
+        all_hosts = shared.service.children["all_hosts"]
+        assert isinstance(all_hosts, Dir)
+        paths: list[Scalar] = ["/".join([*service, p]) for p in sorted(all_hosts.children)]
+        made = shared.seed_peers[()] = Leaf(paths, all_hosts.rev, all_hosts.mtime)
+    return made
 
 
 def _prune(

@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from metafs.store import Conflict, Delete, Guard, Put, Store, open_store
+from metafs.store.base import Stamps
 
 pytestmark = pytest.mark.anyio
 
@@ -147,3 +148,18 @@ def test_store_urls_are_checked(tmp_path: Path) -> None:
         open_store("mysql://x")
     with pytest.raises(ValueError, match="no file path"):
         open_store("sqlite://")
+
+
+def test_stamps_hold_one_revision_at_a_time() -> None:
+    """The last-change memo shared by a store's snapshots: valid for its revision only."""
+    memo = Stamps(limit=3)
+    memo.put(5, "u/a/", (4, 1.0))
+    assert memo.get(5, "u/a/") == (4, 1.0)
+    assert memo.get(6, "u/a/") is None  # another revision: read again
+    memo.put(4, "u/b/", (2, 0.5))  # a read at an older revision does not replace the newer
+    assert memo.get(4, "u/b/") is None and memo.get(5, "u/a/") == (4, 1.0)
+    memo.put(6, "u/b/", (6, 2.0))  # a newer revision replaces everything
+    assert memo.get(5, "u/a/") is None and memo.get(6, "u/b/") == (6, 2.0)
+    for p in ("x/", "y/", "z/"):
+        memo.put(6, p, (1, 0.0))
+    assert len([p for p in ("u/b/", "x/", "y/", "z/") if memo.get(6, p)]) <= 3  # bounded

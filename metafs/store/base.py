@@ -87,6 +87,28 @@ class Range:
     changed_time: float
 
 
+class Stamps:
+    """When prefixes last changed, as read at one revision, shared by the snapshots a
+    store hands out: at a given revision that never changes, so each prefix is read once
+    per revision (a service's view asks for four on every request; each is a scan of the
+    prefix in SQLite)."""
+
+    def __init__(self, limit: int = 65536) -> None:
+        self.limit = limit
+        self.revision = -1
+        self._at: dict[str, tuple[int, float]] = {}
+
+    def get(self, revision: int, prefix: str) -> tuple[int, float] | None:
+        return self._at.get(prefix) if revision == self.revision else None
+
+    def put(self, revision: int, prefix: str, stamp: tuple[int, float]) -> None:
+        if revision != self.revision or len(self._at) >= self.limit:
+            if revision < self.revision:
+                return  # an older snapshot's read: keep the newer revision's
+            self.revision, self._at = revision, {}
+        self._at[prefix] = stamp
+
+
 @dataclass(slots=True)
 class Snapshot(abc.ABC):
     """Reads at one revision; remembers every prefix it read and when each last changed."""
@@ -96,6 +118,8 @@ class Snapshot(abc.ABC):
     prefixes: list[str] = field(default_factory=list)
     changed: int = 0
     changed_time: float = 0.0
+    #: the store's shared :class:`Stamps`, when ``revision`` is known before any read
+    stamps: Stamps | None = None
 
     def _saw(self, prefix: str, changed: int, when: float) -> None:
         """Remember that ``prefix`` was read and last changed at ``changed``."""
@@ -131,7 +155,16 @@ class Snapshot(abc.ABC):
     async def last_changes_at(self, prefixes: Sequence[str]) -> list[tuple[int, float]]:
         """For each prefix, the last revision at which anything under it changed and the
         time of that change (a backend may ask for all at once)."""
-        stamps = await self._last_changes(prefixes)
+        memo = self.stamps
+        if memo is None:
+            stamps = await self._last_changes(prefixes)
+        else:
+            known = [memo.get(self.revision, p) for p in prefixes]
+            missing = [p for p, k in zip(prefixes, known, strict=True) if k is None]
+            read = dict(zip(missing, await self._last_changes(missing), strict=True)) if missing else {}
+            for p, stamp in read.items():
+                memo.put(self.revision, p, stamp)
+            stamps = [k if k is not None else read[p] for p, k in zip(prefixes, known, strict=True)]
         for prefix, (changed, when) in zip(prefixes, stamps, strict=True):
             self._saw(prefix, changed, when)
         return stamps

@@ -28,6 +28,7 @@ from .base import (
     Put,
     Range,
     Snapshot,
+    Stamps,
     Store,
     StoreError,
     Waiters,
@@ -48,8 +49,8 @@ INSERT OR IGNORE INTO meta VALUES ('revision', 0);
 
 
 class _SqliteSnapshot(Snapshot):
-    def __init__(self, conn: sqlite3.Connection, revision: int) -> None:
-        super().__init__(revision)
+    def __init__(self, conn: sqlite3.Connection, revision: int, stamps: Stamps) -> None:
+        super().__init__(revision, stamps=stamps)
         self._conn = conn
 
     async def _range(self, prefix: str) -> Range:
@@ -93,6 +94,7 @@ class SqliteStore(Store):
         self._write_lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []
         self._head_conn: sqlite3.Connection | None = None
+        self._stamps = Stamps()
         self._waiters = Waiters()
         self._closed = False
 
@@ -115,7 +117,7 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite read failed: {exc}") from exc
         try:
-            yield _SqliteSnapshot(conn, rev)
+            yield _SqliteSnapshot(conn, rev, self._stamps)
         finally:
             try:
                 conn.execute("COMMIT")
