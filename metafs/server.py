@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import re
@@ -214,7 +215,7 @@ class MetadataServer:
         while True:
             await anyio.sleep(interval)
             for i, (task, request) in enumerate(list(self._parked.items())):
-                if task not in self._reaped and await request.is_disconnected():
+                if task not in self._reaped and await _gone(request):
                     self._reaped.add(task)
                     task.cancel()
                 if i % 500 == 499:
@@ -569,6 +570,18 @@ class MetadataServer:
         return Response(body, 201, media_type=JSON, headers={"Cache-Control": "no-store"})
 
 
+async def _gone(request: Request) -> bool:
+    """Whether the client of a parked request went away. uvicorn marks the request's
+    cycle ``disconnected`` when the connection is lost: reading that flag costs ~0.2 µs,
+    where Starlette's ``is_disconnected()`` (a cancelled receive) cost ~50 µs, a quarter
+    of a core for 10,000 parked polls swept every 2 s, competing with their wake-up."""
+    cycle = getattr(request.receive, "__self__", None)
+    flag = getattr(cycle, "disconnected", None)
+    if isinstance(flag, bool):
+        return flag
+    return await request.is_disconnected()  # another ASGI server: ask it
+
+
 def _answer_query(request: Request) -> tuple[tuple[str, str], ...]:
     """The query parameters an answer depends on (not ``index`` or ``wait``)."""
     return tuple(sorted((k, v) for k, v in request.query_params.multi_items() if k not in ("index", "wait")))
@@ -625,6 +638,13 @@ def serve(
         proxy_headers=False,
     )
     log.info("store %s", store_url)
+    # 10,000 parked long polls are about a million objects that live until answered. With
+    # Python's default thresholds, full collections of all of them (up to 0.64 s each,
+    # collecting nothing) came every few hundred ms while they parked, and one during
+    # their wake-up. A young generation of 50,000 objects, whose survivors go straight to
+    # the old one, kept every pause under ~65 ms and the wake-up at 0.72-0.75 s (make bench);
+    # old-generation collections still run when it has grown by a quarter.
+    gc.set_threshold(50_000, 1, 100)
     # uvicorn re-raises the signal that stopped it once it has shut down; a handler of
     # our own makes that a no-op, so a clean SIGTERM/SIGINT stop exits with status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):

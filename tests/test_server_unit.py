@@ -61,3 +61,32 @@ async def test_a_store_that_is_down_gives_503_everywhere() -> None:
             assert r.text == "the metadata store is unavailable\n"
             j = await c.request(method, path, content=b"accounts: {}", headers={"Accept": "application/json"})
             assert j.json()["error"]["status"] == 503
+
+
+@pytest.mark.anyio
+async def test_a_gone_client_is_told_by_uvicorns_flag_without_a_receive() -> None:
+    """The sweep of parked polls reads uvicorn's ``disconnected`` flag; only a server
+    without one is asked with a (cancelled) receive."""
+    from starlette.requests import Request
+
+    from metafs.server import _gone
+
+    class Cycle:
+        def __init__(self, disconnected: bool) -> None:
+            self.disconnected = disconnected
+            self.received = 0
+
+        async def receive(self) -> dict[str, str]:
+            self.received += 1
+            return {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/kv/a", "headers": []}
+    for flag in (False, True):
+        cycle = Cycle(flag)
+        assert await _gone(Request(scope, cycle.receive)) is flag
+        assert cycle.received == 0
+
+    async def plain_receive() -> dict[str, str]:
+        return {"type": "http.disconnect"}
+
+    assert await _gone(Request(scope, plain_receive)) is True

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -726,39 +727,46 @@ async def _long_polls(url: str, n: int, index: int, write: Callable[[], None]) -
 
 def bench_long_polls(tmp: Path) -> None:
     n = 2_000 if QUICK else 10_000
-    print(f"long polls: {n} waiting clients on one server")
+    runs = 1 if QUICK else 3
+    print(f"long polls: {n} waiting clients on one server ({runs} runs, a fresh server each)")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 2 * n + 1000)), hard))
-    with server(tmp, "--log-level", "error") as srv:
-        httpx.post(srv.url + "/v1/load", json=big_service(10), headers=HEADERS).raise_for_status()
-        assert srv.proc is not None
-        idle = rss_mb(srv.proc.pid)
-        index = int(
-            httpx.get(f"{srv.url}/v1/view/big-00003/self/hostname", headers=HEADERS).headers["x-metafs-index"]
-        )
-        peak = [0.0]
+    took, peaks, idles = [], [], []
+    for _ in range(runs):
+        with server(tmp, "--log-level", "error") as srv:
+            httpx.post(srv.url + "/v1/load", json=big_service(10), headers=HEADERS).raise_for_status()
+            assert srv.proc is not None
+            idles.append(rss_mb(srv.proc.pid))
+            index = int(
+                httpx.get(f"{srv.url}/v1/view/big-00003/self/hostname", headers=HEADERS).headers[
+                    "x-metafs-index"
+                ]
+            )
 
-        def write() -> None:
-            peak[0] = rss_mb(srv.proc.pid)  # type: ignore[union-attr]
-            httpx.put(
-                f"{srv.url}/v1/kv/9/bench/big/big-00003/hostname", content="woken", headers=HEADERS
-            ).raise_for_status()
+            def write() -> None:
+                peaks.append(rss_mb(srv.proc.pid))  # type: ignore[union-attr]  # all parked now
+                httpx.put(
+                    f"{srv.url}/v1/kv/9/bench/big/big-00003/hostname", content="woken", headers=HEADERS
+                ).raise_for_status()
 
-        took, answered = asyncio.run(_long_polls(srv.url, n, index, write))
-    assert answered == n, f"only {answered} of {n} long polls were answered"
+            # the clients on uvloop too: the figure is the server's, not asyncio's parsing
+            seconds, answered = uvloop.run(_long_polls(srv.url, n, index, write))
+        assert answered == n, f"only {answered} of {n} long polls were answered"
+        took.append(seconds * 1e3)
+        print(f"    run: {seconds * 1e3:.0f} ms, {peaks[-1]:.1f} MB")
     record(
         "long polls",
         f"all {n} answered after one write",
-        (took * 1e3, (took * 1e3, took * 1e3)),
+        (statistics.median(took), (min(took), max(took))),
         "ms",
         goal="<= 1000 ms",
     )
     record(
         "long polls",
         f"server RSS with {n} parked",
-        (peak[0], (peak[0], peak[0])),
+        (statistics.median(peaks), (min(peaks), max(peaks))),
         "MB",
-        ("idle", idle),
+        ("idle", statistics.median(idles)),
         goal="<= 300 MB",
     )
 
