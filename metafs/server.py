@@ -243,6 +243,8 @@ class MetadataServer:
                 pending.cancel()
                 raise exc from None
             return pending.result()
+        if pending.done() and not pending.cancelled():
+            return pending.result()  # the usual case: no shield (a future and callbacks each)
         try:
             return await asyncio.shield(pending)
         except asyncio.CancelledError:
