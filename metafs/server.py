@@ -664,9 +664,9 @@ def serve(
     # 10,000 parked long polls are about a million objects that live until answered. With
     # Python's default thresholds, full collections of all of them (up to 0.64 s each,
     # collecting nothing) came every few hundred ms while they parked, and one during
-    # their wake-up. A young generation of 50,000 objects, whose survivors go straight to
-    # the old one, kept every pause under ~65 ms and the wake-up at 0.72-0.75 s (make bench);
-    # old-generation collections still run when it has grown by a quarter.
+    # their wake-up (0.65-1.76 s for all 10,000 to be answered). A young generation of
+    # 50,000 objects, whose survivors go straight to the old one, keeps every pause under
+    # ~65 ms (make bench); old-generation collections still run when it grows by a quarter.
     gc.set_threshold(50_000, 1, 100)
     # uvicorn re-raises the signal that stopped it once it has shut down; a handler of
     # our own makes that a no-op, so a clean SIGTERM/SIGINT stop exits with status 0.

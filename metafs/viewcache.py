@@ -25,9 +25,10 @@ log = logging.getLogger("metafs.views")
 
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 #: after a view joins, the watcher waits this long before it long-polls again: the reads
-#: that made the view join come first (a cold read was ~1 ms slower with the poll's HTTP
-#: work in between), and views that join together cost one poll, not one each. Nothing is
-#: missed meanwhile: the next poll asks for every change after what each view has seen.
+#: that made the view join come first (the poll's HTTP work used to run between the first
+#: lookups of a cold read), and views that join together cost one poll, not one each.
+#: Nothing is missed meanwhile: the next poll asks for every change after what each view
+#: has seen.
 JOIN_SETTLE = 0.02
 
 
