@@ -60,8 +60,8 @@ class AnswerCache:
     """ASGI middleware: reuse the answers of ``app`` to reads while nothing is committed.
 
     ``head`` tells the store's latest revision without waiting (None: do not reuse);
-    ``entries`` bounds how many answers are kept (least recently used go first), and
-    ``max_body`` how big one may be."""
+    ``entries`` and ``max_bytes`` bound how many answers are kept and their bodies' total
+    size (least recently used go first), ``max_body`` how big one may be."""
 
     def __init__(
         self,
@@ -69,19 +69,27 @@ class AnswerCache:
         head: Callable[[], int | None],
         *,
         entries: int = 4096,
+        max_bytes: int = 64 << 20,
         max_body: int = 1 << 20,
         on_reuse: Callable[[], object] = lambda: None,
     ) -> None:
         self.app = app
         self.head = head
         self.entries = entries
+        self.max_bytes = max_bytes
         self.max_body = max_body
         self.on_reuse = on_reuse
         self._revision: int | None = None
         self._answers: OrderedDict[Key, _Answer] = OrderedDict()
+        self._bytes = 0  # the kept bodies' total size
 
     def __len__(self) -> int:
         return len(self._answers)
+
+    @property
+    def size(self) -> int:
+        """The kept bodies' total size in bytes."""
+        return self._bytes
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # not a coroutine itself: what passes through (a parked long poll) keeps no frame
@@ -101,6 +109,7 @@ class AnswerCache:
         """Send the kept answer, or make one and keep it."""
         if revision != self._revision:  # something was committed: every answer is old
             self._answers.clear()
+            self._bytes = 0
             self._revision = revision
         answer = self._answers.get(key)
         if answer is not None:
@@ -135,8 +144,11 @@ class AnswerCache:
             read_at == str(revision).encode()
             and self._revision == revision
             and self.head() == revision
-            and len(body) <= self.max_body
+            and len(body) <= min(self.max_body, self.max_bytes)
+            and key not in self._answers  # another request made it meanwhile
         ):
             self._answers[key] = _Answer(start["status"], headers, body)
-            if len(self._answers) > self.entries:
-                self._answers.popitem(last=False)
+            self._bytes += len(body)
+            while len(self._answers) > self.entries or self._bytes > self.max_bytes:
+                _, dropped = self._answers.popitem(last=False)
+                self._bytes -= len(dropped.body)

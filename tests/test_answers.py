@@ -3,14 +3,16 @@ tokens or formats, never for a long poll. Real server on loopback, real SQLite f
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
-from metafs.answers import answer_key
+from metafs.answers import AnswerCache, answer_key
 
 from .conftest import EXAMPLE, HEADERS, ZK1, ZK1_PATH, ServerProcess
 
@@ -44,6 +46,53 @@ def test_answer_key_holds_what_the_answer_depends_on() -> None:
         scope(b"format=text", base[1:]),  # no Metadata-Flavor: the server refuses it
     ]
     assert all(answer_key(s) != key for s in others)
+
+
+def test_kept_answers_are_bounded_in_number_and_bytes() -> None:
+    """An ASGI app answering 3 KB per path, behind a cache of at most 5 answers and 10 KB:
+    the least recently used go first, a commit drops them all."""
+    made: list[str] = []
+    head = [7]
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        made.append(scope["path"])
+        headers = [(b"x-metafs-revision", str(head[0]).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"x" * 3000})
+
+    cache = AnswerCache(app, lambda: head[0], entries=5, max_bytes=10_000)
+
+    async def get(path: str) -> None:
+        async def receive() -> Message:
+            return {"type": "http.request"}
+
+        async def send(message: Message) -> None:
+            pass
+
+        await cache({"type": "http", "method": "GET", "path": path, "headers": []}, receive, send)
+
+    async def run() -> None:
+        for i in range(8):
+            await get(f"/v1/kv/{i}")
+        assert (len(cache), cache.size) == (3, 9000)  # 10 KB hold three
+        await get("/v1/kv/7")  # kept: not made again
+        await get("/v1/kv/0")  # dropped long ago: made again
+        assert made.count("/v1/kv/7") == 1 and made.count("/v1/kv/0") == 2
+        head[0] = 8  # a commit
+        await get("/v1/kv/7")
+        assert made.count("/v1/kv/7") == 2 and (len(cache), cache.size) == (1, 3000)
+
+    asyncio.run(run())
+    small = AnswerCache(app, lambda: head[0], entries=2, max_bytes=1 << 20)
+
+    async def fill() -> None:
+        nonlocal cache
+        cache = small
+        for i in range(4):
+            await get(f"/v1/view/{i}")
+
+    asyncio.run(fill())
+    assert len(small) == 2
 
 
 @pytest.mark.timeout(60)
