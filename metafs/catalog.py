@@ -401,6 +401,8 @@ class ServiceView:
     time: float
     service: Dir
     stack: Dir
+    #: the seed layout's ``all_hosts`` value: every unit's path, sorted
+    seed_peers: Leaf
     #: rendered whole views, by (unit id, format, revision): the JSON of a 100-peer view
     #: costs more to make than everything else in a request
     rendered: dict[tuple[str, str, int], bytes] = field(default_factory=dict, compare=False)
@@ -408,8 +410,6 @@ class ServiceView:
     #: ``self/`` with the revisions it was made from (unit, service and host record)
     records: dict[str, Record] = field(default_factory=dict, compare=False)
     selves: dict[str, tuple[tuple[int, ...], Dir]] = field(default_factory=dict, compare=False)
-    #: the seed layout's ``all_hosts`` value (every unit's path), made once: {(): leaf}
-    seed_peers: dict[tuple[()], Leaf] = field(default_factory=dict, compare=False)
 
     def unit(self, unit_id: str) -> Dir | None:
         node = self.service.children["all_hosts"]
@@ -492,8 +492,15 @@ async def service_view(
                 entry.add(key, _stamped(rec.data[key], rec.stamp((key,))))
         svcs.add(name, entry)
     stack_dir.add("services", svcs)
+    paths: list[Scalar] = ["/".join((a, t, s, uid)) for uid in sorted(all_hosts.children)]
     built = ServiceView(
-        revs, max(t for _, t in stamps), service, stack_dir, records=recs.by_key, selves=selves
+        revs,
+        max(t for _, t in stamps),
+        service,
+        stack_dir,
+        Leaf(paths, all_hosts.rev, all_hosts.mtime),
+        records=recs.by_key,
+        selves=selves,
     )
     if cache is not None:
         cache.put((a, t, s), built)
@@ -574,7 +581,7 @@ async def seed_tree(
         if len(segs) == 3:
             return await _seed_service(snap, segs, cache)
         shared = await service_view(snap, segs[0], segs[1], segs[2], cache)
-        unit = _seed_unit(shared, segs[:3], segs[3]) if shared else None
+        unit = _seed_unit(shared, segs[3]) if shared else None
         return descend(unit, segs[4:]) if unit else None
     # accounts and stacks from their records; each service as above
     recs = await _scope(snap, tuple(segs), LEVELS[:3])
@@ -599,33 +606,21 @@ async def _seed_service(snap: Snapshot, service: list[str], cache: ServiceViews 
         return None
     all_hosts = shared.service.children["all_hosts"]
     assert isinstance(all_hosts, Dir)
-    listing, peers = Dir(), _peers(shared, service)
+    listing = Dir()
     for uid in all_hosts.children:
-        listing.add(uid, _seed_unit(shared, service, uid, peers))  # type: ignore[arg-type]
+        listing.add(uid, _seed_unit(shared, uid))  # type: ignore[arg-type]
     return listing
 
 
-def _seed_unit(
-    shared: ServiceView, service: list[str], unit_id: str, peers: Leaf | None = None
-) -> Dir | None:
+def _seed_unit(shared: ServiceView, unit_id: str) -> Dir | None:
     """A unit's directory in the seed layout: its ``self`` files and ``all_hosts``, the
     seed paths of its service's units (a copy: the shared tree stays as it is)."""
     me = shared.unit(unit_id)
     if me is None:
         return None
     unit = Dir(dict(me.children), me.rev, me.mtime)
-    unit.add("all_hosts", peers or _peers(shared, service))
+    unit.add("all_hosts", shared.seed_peers)
     return unit
-
-
-def _peers(shared: ServiceView, service: list[str]) -> Leaf:
-    made = shared.seed_peers.get(())
-    if made is None:
-        all_hosts = shared.service.children["all_hosts"]
-        assert isinstance(all_hosts, Dir)
-        paths: list[Scalar] = ["/".join([*service, p]) for p in sorted(all_hosts.children)]
-        made = shared.seed_peers[()] = Leaf(paths, all_hosts.rev, all_hosts.mtime)
-    return made
 
 
 def _prune(

@@ -178,12 +178,7 @@ class MetadataServer:
                 Route("/ui", self.ui, methods=["GET", "HEAD"]),
                 Route("/ui/{name}", self.ui, methods=["GET", "HEAD"]),
                 Route("/openapi.json", self.openapi, methods=["GET", "HEAD"]),
-                Route("/v1/load", self.load, methods=["POST"]),
-                Route(
-                    "/v1/{rest:path}",
-                    self.v1,
-                    methods=["GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"],
-                ),
+                # /v1/... does not come here: see _route
             ],
             lifespan=self._lifespan,
         )

@@ -60,9 +60,7 @@ def test_kept_answers_are_bounded_in_number_and_bytes() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"x" * 3000})
 
-    cache = AnswerCache(app, lambda: head[0], entries=5, max_bytes=10_000)
-
-    async def get(path: str) -> None:
+    async def get(cache: AnswerCache, path: str) -> None:
         async def receive() -> Message:
             return {"type": "http.request"}
 
@@ -72,27 +70,22 @@ def test_kept_answers_are_bounded_in_number_and_bytes() -> None:
         await cache({"type": "http", "method": "GET", "path": path, "headers": []}, receive, send)
 
     async def run() -> None:
+        cache = AnswerCache(app, lambda: head[0], entries=5, max_bytes=10_000)
         for i in range(8):
-            await get(f"/v1/kv/{i}")
+            await get(cache, f"/v1/kv/{i}")
         assert (len(cache), cache.size) == (3, 9000)  # 10 KB hold three
-        await get("/v1/kv/7")  # kept: not made again
-        await get("/v1/kv/0")  # dropped long ago: made again
+        await get(cache, "/v1/kv/7")  # kept: not made again
+        await get(cache, "/v1/kv/0")  # dropped long ago: made again
         assert made.count("/v1/kv/7") == 1 and made.count("/v1/kv/0") == 2
         head[0] = 8  # a commit
-        await get("/v1/kv/7")
+        await get(cache, "/v1/kv/7")
         assert made.count("/v1/kv/7") == 2 and (len(cache), cache.size) == (1, 3000)
+        few = AnswerCache(app, lambda: head[0], entries=2, max_bytes=1 << 20)
+        for i in range(4):
+            await get(few, f"/v1/view/{i}")
+        assert len(few) == 2
 
     asyncio.run(run())
-    small = AnswerCache(app, lambda: head[0], entries=2, max_bytes=1 << 20)
-
-    async def fill() -> None:
-        nonlocal cache
-        cache = small
-        for i in range(4):
-            await get(f"/v1/view/{i}")
-
-    asyncio.run(fill())
-    assert len(small) == 2
 
 
 @pytest.mark.timeout(60)

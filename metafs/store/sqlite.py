@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS kv (
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES ('revision', 0);
 """
+_REVISION = "SELECT value FROM meta WHERE name='revision'"
 
 
 class _SqliteSnapshot(Snapshot):
@@ -113,7 +114,7 @@ class SqliteStore(Store):
         try:
             conn = self._readers.pop() if self._readers else self._connect()
             conn.execute("BEGIN")
-            (rev,) = conn.execute("SELECT value FROM meta WHERE name='revision'").fetchone()
+            (rev,) = conn.execute(_REVISION).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite read failed: {exc}") from exc
         try:
@@ -137,7 +138,7 @@ class SqliteStore(Store):
         try:
             if self._head_conn is None:
                 self._head_conn = self._connect()
-            row = self._head_conn.execute("SELECT value FROM meta WHERE name='revision'").fetchone()
+            row = self._head_conn.execute(_REVISION).fetchone()
         except sqlite3.Error:
             return None  # the next read reports the error; nothing is reused meanwhile
         return int(row[0])
@@ -162,7 +163,7 @@ class SqliteStore(Store):
                         ).fetchone()
                         if (row[0] if row else 0) != g.mod_rev:
                             raise Conflict(g.key)
-                    (rev,) = db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()
+                    (rev,) = db.execute(_REVISION).fetchone()
                     if not ops:
                         db.execute("ROLLBACK")
                         return rev, []
