@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 KEYED_HEADERS = frozenset({b"accept", b"authorization", b"if-none-match", b"metadata-flavor"})
 _LONG_POLL = frozenset({"index", "wait"})
 
-Key = tuple[str, bytes, tuple[tuple[bytes, bytes], ...]]
+Key = tuple[bytes, bytes, tuple[tuple[bytes, bytes], ...]]
 
 
 @dataclass(slots=True, frozen=True)
@@ -37,23 +37,40 @@ class _Answer:
     body: bytes
 
 
+def raw_path(scope: Scope) -> bytes:
+    """The request path as the client spelled it, as routing splits it: ``a%2Fb`` is one
+    segment and ``a/b`` two, where the decoded ``scope["path"]`` makes them the same."""
+    raw: bytes | None = scope.get("raw_path")
+    return raw.split(b"?", 1)[0] if raw else scope["path"].encode()
+
+
+def _param_name(part: bytes) -> str:
+    """A query parameter's name, decoded as the server decodes it (``ind%65x`` is ``index``)."""
+    name = part.split(b"=", 1)[0]
+    return unquote_plus(name.decode("latin-1")) if b"%" in name or b"+" in name else name.decode("latin-1")
+
+
+def query_without(query: bytes, names: frozenset[str]) -> bytes:
+    """The raw query without the parameters in ``names``; the others in their order and
+    spelling (the server reads the last of repeated parameters: order matters)."""
+    return b"&".join(p for p in query.split(b"&") if _param_name(p) not in names)
+
+
 def answer_key(scope: Scope) -> Key | None:
-    """What a read's answer depends on besides the revision; None: never reuse it."""
+    """What a read's answer depends on besides the revision; None: never reuse it.
+
+    Exactly what routing reads: the raw path and the raw query (two spellings of one
+    decoded path may be two different keys; see :func:`raw_path`)."""
     query: bytes = scope.get("query_string", b"")
-    if query:
-        if b"%" in query or b"+" in query:  # names may be encoded: decode them as the server does
-            names = {k for k, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)}
-        else:
-            names = {part.split(b"=", 1)[0].decode("latin-1") for part in query.split(b"&")}
-        if names & _LONG_POLL:
-            return None
+    if query and any(_param_name(p) in _LONG_POLL for p in query.split(b"&")):
+        return None
     picked = []
     for name, value in scope["headers"]:
         if name in KEYED_HEADERS:
             picked.append((name, value))
         elif name == b"x-forwarded-for":
             return None
-    return (scope["path"], query, tuple(picked))
+    return (raw_path(scope), query, tuple(picked))
 
 
 class AnswerCache:
@@ -98,7 +115,7 @@ class AnswerCache:
             self.entries <= 0
             or scope["type"] != "http"
             or scope["method"] != "GET"
-            or not scope["path"].startswith("/v1/")
+            or not raw_path(scope).startswith(b"/v1/")
             or (key := answer_key(scope)) is None
             or (revision := self.head()) is None
         ):

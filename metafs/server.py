@@ -44,7 +44,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import auth, catalog, model, openapi, tree
-from .answers import AnswerCache
+from .answers import AnswerCache, query_without, raw_path
 from .catalog import Catalog, CatalogError
 from .metrics import ServerMetrics, exposition
 from .store import Snapshot, Store, StoreError, TooLarge, open_store
@@ -199,13 +199,13 @@ class MetadataServer:
         cost time and memory on the hot path: 10,000 woken long polls took 2.4-2.5x a
         bare ASGI app's time with them, 2.0-2.5x without, and held 290 MB, 239 MB without
         (``make bench``). An unexpected exception still ends as a logged 500 (uvicorn's)."""
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+        if scope["type"] == "http" and raw_path(scope).startswith(b"/v1/"):
             return self._v1_direct(scope, receive, send)
         return self.starlette(scope, receive, send)
 
     async def _v1_direct(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        if scope["path"] == "/v1/load" and scope["method"] == "POST":
+        if raw_path(scope) == b"/v1/load" and scope["method"] == "POST":
             response = await self.load(request)
         else:
             response = await self.v1(request)
@@ -359,7 +359,7 @@ class MetadataServer:
         shared: tuple[object, ...] | None = None  # set when this answer may be shared
         if index is not None and snap.changed <= index <= snap.revision:
             deadline = time.monotonic() + wait
-            memo_key = (principal, request.url.path, _answer_query(request))
+            memo_key = (principal, raw_path(request.scope), _answer_query(request))
             task = asyncio.current_task()
             assert task is not None
             with self.metrics.long_polls.track_inprogress():
@@ -485,8 +485,7 @@ class MetadataServer:
 
     async def v1(self, request: Request) -> Response:
         async def handle() -> Response:
-            raw = request.scope.get("raw_path") or request.scope["path"].encode()
-            segs, _ = split_path(raw.split(b"?", 1)[0], "/v1/")
+            segs, _ = split_path(raw_path(request.scope), "/v1/")
             if not segs:
                 raise HTTPError(
                     404, "no such route: /v1/ (see /v1/kv/, /v1/view/, /v1/accounts/, /v1/hosts/, /v1/units/)"
@@ -600,9 +599,13 @@ async def _gone(request: Request) -> bool:
     return await request.is_disconnected()  # another ASGI server: ask it
 
 
-def _answer_query(request: Request) -> tuple[tuple[str, str], ...]:
-    """The query parameters an answer depends on (not ``index`` or ``wait``)."""
-    return tuple(sorted((k, v) for k, v in request.query_params.multi_items() if k not in ("index", "wait")))
+def _answer_query(request: Request) -> bytes:
+    """The raw query an answer depends on: without ``index`` and ``wait``, the rest as the
+    client wrote it (sorted, ``format=json&format=text`` and its reverse would meet)."""
+    return query_without(request.scope.get("query_string", b""), _LONG_POLL_PARAMS)
+
+
+_LONG_POLL_PARAMS = frozenset({"index", "wait"})
 
 
 UI_FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
