@@ -40,10 +40,10 @@ test: deps lint
 	$(VENV)/bin/pytest -q; status=$$?; tests/unmount-all.sh; exit $$status
 
 bench: deps
-	$(PY) tests/bench/run.py; status=$$?; tests/unmount-all.sh; exit $$status
+	$(PY) -m tests.bench.run; status=$$?; tests/unmount-all.sh; exit $$status
 
 soak: deps  # SOAK_SECONDS=300 by default
-	$(PY) tests/soak.py; status=$$?; tests/unmount-all.sh; exit $$status
+	$(PY) -m tests.support.soak; status=$$?; tests/unmount-all.sh; exit $$status
 
 clean:
 	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio
 import httpx
 
+from .protocol import FLAVOR, INDEX_HEADER, KEY_ROUTES
+
 VIEW_ROOTS = {"self", "service", "stack", "revision"}
-API_ROOTS = {"accounts", "hosts", "units", "view", "kv"}
-#: Sent on every request: guest-facing reads require it (SSRF guard, like GCE's
-#: ``Metadata-Flavor: Google``).
-FLAVOR_HEADER = {"Metadata-Flavor": "metafs"}
+NO_SERVER = "no server given: use --server URL or set METADATA_CONNECTION_URL"
 
 
 class ClientError(Exception):
@@ -52,7 +51,7 @@ def server_roots(servers: str | list[str]) -> list[str]:
                 break
         roots.append(urlunsplit((parts.scheme, parts.netloc, path, "", "")))
     if not roots:
-        raise ClientError("no server given: use --server URL or set METADATA_CONNECTION_URL")
+        raise ClientError(NO_SERVER)
     return roots
 
 
@@ -69,7 +68,7 @@ def key_path(key: str, unit: str | None = None) -> str:
         if not unit:
             raise ClientError(f"key {key!r} is in a unit's view: give --unit or set DEPLOYMENT_UNIT_ID")
         segs = ["view", unit_id_of(unit), *segs]
-    elif not segs or segs[0] not in API_ROOTS:
+    elif not segs or segs[0] not in KEY_ROUTES:
         segs = ["kv", *segs]
     path = "/v1/" + "/".join(quote(s, safe="%@:") for s in segs)
     return path + "/" if trailing else path
@@ -98,14 +97,29 @@ def _error_message(resp: httpx.Response) -> str:
         return resp.text.strip().replace("\n", "; ") or resp.reason_phrase
 
 
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """One attempt of a request: send it to ``url``."""
+
+    method: str
+    url: str
+    kw: dict[str, Any] = field(default_factory=dict)
+
+
+#: the one request loop yields attempts (answered with the response, or the transport
+#: error) and pauses (seconds to sleep, answered with None); it returns the answer
+Exchange = Generator["_Send | float", "httpx.Response | httpx.TransportError | None", "Answer"]
+
+
 class _Base:
-    """What the sync and async clients share: servers, headers, failover order, errors."""
+    """What the sync and async clients share: servers, headers, the request loop with its
+    failover order and backoff, errors. Each client only drives :meth:`_exchange`."""
 
     def __init__(
         self, servers: str | list[str], token: str | None = None, timeout: float = 10.0, rounds: int = 3
     ) -> None:
         self.roots = server_roots(servers)
-        self.headers = dict(FLAVOR_HEADER)
+        self.headers = {FLAVOR[0]: FLAVOR[1]}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
@@ -131,40 +145,48 @@ class _Base:
         """Timeouts for a long poll that may be held ``wait`` seconds."""
         return httpx.Timeout(wait + self.timeout, connect=self._timeouts.connect)
 
-    def _backoff(self, round_: int) -> float | None:
-        """Seconds to wait before another round over the servers; None: give up."""
-        return None if round_ + 1 >= self.rounds else min(0.2 * 2**round_, 2.0)
-
-    def _take(
-        self, j: int, url: str, resp: httpx.Response, ok: tuple[int, ...], errors: list[str]
-    ) -> Answer | None:
-        """Server ``j``'s answer, or None to try the next server (a 5xx while there are
-        several: another one may have a working store)."""
-        if resp.status_code >= 500 and len(self.roots) > 1:
-            errors.append(f"{url}: HTTP {resp.status_code}")
-            return None
-        return self._answer(j, resp, ok)
+    def _exchange(self, method: str, path: str, ok: tuple[int, ...], kw: dict[str, Any]) -> Exchange:
+        """The request loop: every server in turn, ``rounds`` times, with backoff between
+        rounds; a server that does not answer, or answers 5xx while there are others, is
+        skipped. Raises :class:`ClientError` for a status outside ``ok``."""
+        errors: list[str] = []
+        for round_ in range(self.rounds):
+            for j, url in self._urls(path):
+                resp = yield _Send(method, url, kw)
+                if isinstance(resp, httpx.TransportError):
+                    errors.append(f"{url}: {resp or type(resp).__name__}")
+                    continue
+                assert resp is not None
+                if resp.status_code >= 500 and len(self.roots) > 1:
+                    errors.append(f"{url}: HTTP {resp.status_code}")  # another may have a working store
+                    continue
+                return self._answer(j, resp, ok)
+            if round_ + 1 < self.rounds:
+                yield min(0.2 * 2**round_, 2.0)
+        raise ClientError("server unreachable: " + "; ".join(errors))
 
     def _answer(self, j: int, resp: httpx.Response, ok: tuple[int, ...]) -> Answer:
         self._current = j
         if resp.status_code not in ok:
             raise ClientError(f"{_error_message(resp)} (HTTP {resp.status_code})", resp.status_code)
-        index = int(resp.headers.get("x-metafs-index", "0") or 0)
+        index = int(resp.headers.get(INDEX_HEADER, "0") or 0)
         return Answer(resp.status_code, resp.content, index, resp.headers)
-
-    @staticmethod
-    def _unreachable(errors: list[str]) -> ClientError:
-        return ClientError("server unreachable: " + "; ".join(errors))
 
 
 class MetadataClient(_Base):
-    """A synchronous client; tries each server in turn when one does not answer."""
+    """A synchronous client; tries each server in turn when one does not answer.
+    ``transport`` replaces httpx's (``httpx.MockTransport`` in unit tests)."""
 
     def __init__(
-        self, servers: str | list[str], token: str | None = None, timeout: float = 10.0, rounds: int = 3
+        self,
+        servers: str | list[str],
+        token: str | None = None,
+        timeout: float = 10.0,
+        rounds: int = 3,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(servers, token, timeout, rounds)
-        self._http = httpx.Client(headers=self.headers, timeout=self._timeouts)
+        self._http = httpx.Client(headers=self.headers, timeout=self._timeouts, transport=transport)
 
     def close(self) -> None:
         self._http.close()
@@ -178,19 +200,21 @@ class MetadataClient(_Base):
     def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kw: Any) -> Answer:
         """Send a request to the first server that answers; raise :class:`ClientError`
         for a status outside ``ok``."""
-        errors: list[str] = []
-        for round_ in range(self.rounds):
-            for j, url in self._urls(path):
+        loop = self._exchange(method, path, ok, kw)
+        step = next(loop)
+        while True:
+            result: httpx.Response | httpx.TransportError | None = None
+            if isinstance(step, _Send):
                 try:
-                    resp = self._http.request(method, url, **kw)
+                    result = self._http.request(step.method, step.url, **step.kw)
                 except httpx.TransportError as exc:
-                    errors.append(f"{url}: {exc or type(exc).__name__}")
-                    continue
-                if (answer := self._take(j, url, resp, ok, errors)) is not None:
-                    return answer
-            if (delay := self._backoff(round_)) is not None:
-                time.sleep(delay)
-        raise self._unreachable(errors)
+                    result = exc
+            else:
+                time.sleep(step)
+            try:
+                step = loop.send(result)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     def get(self, key: str, unit: str | None = None, as_json: bool = False) -> Answer:
         return self.request("GET", key_path(key, unit), params={"format": "json" if as_json else "text"})
@@ -204,7 +228,29 @@ class MetadataClient(_Base):
         return self.request("DELETE", key_path(key, unit))
 
     def load(self, document: bytes, content_type: str) -> Answer:
-        return self.request("POST", "/v1/load", content=document, headers={"Content-Type": content_type})
+        """A whole load document, all or nothing; the answer is JSON (revision, changed)."""
+        return self.request(
+            "POST",
+            "/v1/load",
+            content=document,
+            headers={"Content-Type": content_type},
+            params={"format": "json"},
+        )
+
+    def create_token(self, kind: str, subject: str) -> dict[str, Any]:
+        """Mint a token: ``{"token", "id", "kind", "subject", "created"}`` (shown once)."""
+        data: dict[str, Any] = self.request(
+            "POST", "/v1/tokens/", json={"kind": kind, "subject": subject}, ok=(201,)
+        ).json()
+        return data
+
+    def tokens(self) -> dict[str, dict[str, Any]]:
+        """Every token's kind, subject and creation time, by id."""
+        data: dict[str, dict[str, Any]] = self.request("GET", "/v1/tokens/", params={"format": "json"}).json()
+        return data
+
+    def revoke_token(self, token_id: str) -> Answer:
+        return self.request("DELETE", f"/v1/tokens/{quote(token_id, safe='')}")
 
     def wait(self, key: str, timeout: float, unit: str | None = None, poll: float = 60.0) -> Answer | None:
         """Block until ``key`` exists (if it does not) or its value changes (if it does);
@@ -233,28 +279,35 @@ class AsyncMetadataClient(_Base):
     over the servers by default: the view cache retries with its own backoff."""
 
     def __init__(
-        self, servers: str | list[str], token: str | None = None, timeout: float = 10.0, rounds: int = 1
+        self,
+        servers: str | list[str],
+        token: str | None = None,
+        timeout: float = 10.0,
+        rounds: int = 1,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(servers, token, timeout, rounds)
-        self._http = httpx.AsyncClient(headers=self.headers, timeout=self._timeouts)
+        self._http = httpx.AsyncClient(headers=self.headers, timeout=self._timeouts, transport=transport)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kw: Any) -> Answer:
-        errors: list[str] = []
-        for round_ in range(self.rounds):
-            for j, url in self._urls(path):
+        loop = self._exchange(method, path, ok, kw)
+        step = next(loop)
+        while True:
+            result: httpx.Response | httpx.TransportError | None = None
+            if isinstance(step, _Send):
                 try:
-                    resp = await self._http.request(method, url, **kw)
+                    result = await self._http.request(step.method, step.url, **step.kw)
                 except httpx.TransportError as exc:
-                    errors.append(f"{url}: {exc or type(exc).__name__}")
-                    continue
-                if (answer := self._take(j, url, resp, ok, errors)) is not None:
-                    return answer
-            if (delay := self._backoff(round_)) is not None:
-                await anyio.sleep(delay)
-        raise self._unreachable(errors)
+                    result = exc
+            else:
+                await anyio.sleep(step)
+            try:
+                step = loop.send(result)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     async def view(self, unit_id: str, since: int | None = None) -> Answer:
         """A unit's whole view with revisions and times (``?format=meta``; with ``since``,

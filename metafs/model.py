@@ -24,6 +24,8 @@ from pydantic import (
     ValidationError,
 )
 
+from .tree import Scalar
+
 #: Identifiers of accounts, stacks, services, units, hosts and sidekicks. They appear
 #: verbatim in URLs, file names and store keys, so they are kept to a safe alphabet.
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}$")
@@ -34,7 +36,6 @@ MAX_VALUE_LEN = 64 * 1024
 MAX_DEPTH = 16
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-Scalar = str | int | float | bool
 JSONValue = Any
 
 

@@ -104,12 +104,7 @@ def to_json(node: Node) -> Any:
 def to_meta(node: Node) -> Any:
     """The subtree with revision and time on every node: ``{"r", "m", "v"|"c"}``
     (``"s": true`` marks a directory made from a list)."""
-    if isinstance(node, Leaf):
-        return {"r": node.rev, "m": node.mtime, "v": node.value}
-    out = {"r": node.rev, "m": node.mtime, "c": {n: to_meta(c) for n, c in node.children.items()}}
-    if node.seq:
-        out["s"] = True
-    return out
+    return to_meta_keeping(node, frozenset())
 
 
 #: in a delta (:func:`to_meta_keeping`), a subtree that did not change: keep yours

@@ -17,8 +17,9 @@ import sys
 
 import pyfuse3
 
-from metafs import cli, mount
-from metafs.fs import MetaFS
+from metafs.cli.main import main
+from metafs.mount import daemon
+from metafs.mount.fs import MetaFS
 
 
 class PageCacheFS(MetaFS):
@@ -30,5 +31,5 @@ class PageCacheFS(MetaFS):
 
 
 if __name__ == "__main__":
-    setattr(mount, "MetaFS", PageCacheFS)  # noqa: B010  # the daemon builds this class
-    sys.exit(cli.main(["mount", *sys.argv[1:], "--foreground"]))
+    setattr(daemon, "MetaFS", PageCacheFS)  # noqa: B010  # the daemon builds this class
+    sys.exit(main(["mount", *sys.argv[1:], "--foreground"]))

@@ -1,0 +1,276 @@
+"""Writes: whole documents, records, fields and tokens, each committed atomically.
+
+Every write reads what it replaces in a snapshot and commits under guards on the
+``mod_revision`` of each key read (optimistic concurrency, the way etcd transactions
+work), retrying on conflict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .. import auth, model
+from ..store import Conflict, Delete, Guard, Op, Put, Snapshot, Store
+from .bodies import parse_body
+from .errors import BadRequest, Exists, NotFound
+from .keys import (
+    COLLECTIONS,
+    KIND_PREFIX,
+    LEVELS,
+    RECORD_PREFIXES,
+    doc_path,
+    host_index_key,
+    index_key,
+    key_ids,
+    record_key,
+    token_key,
+)
+from .paths import Target
+from .records import KIND_MODEL, Draft, Record, draft, drafts, encode_record, iso
+
+_MAX_RETRIES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    revision: int
+    changed: int  # records written (0: the store already held exactly this)
+
+
+class Writes:
+    """The catalog's writes over one :class:`Store`: each a plan that reads a snapshot and
+    is committed under guards, retried on conflict."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def _commit(self, plan: Any) -> WriteResult:
+        """Run ``plan(snapshot) -> (ops, guards, changed)`` until it commits."""
+        for _ in range(_MAX_RETRIES):
+            async with self.store.snapshot() as snap:
+                ops, guards, changed = await plan(snap)
+            try:
+                rev = await self.store.commit(ops, guards)
+            except Conflict:
+                continue
+            return WriteResult(rev, changed)
+        raise Exists("too many concurrent writes to the same records; try again")
+
+    async def _upsert(
+        self,
+        snap: Snapshot,
+        records: list[Draft],
+        now: float,
+    ) -> tuple[list[Op], list[Guard], int]:
+        ops: list[Op] = []
+        guards: list[Guard] = []
+        wanted = [r.key for r in records]
+        wanted += [index_key(r.ids[3]) for r in records if r.kind == "unit"]
+        found = await snap.get_many(wanted)  # one round trip where the store allows
+        for kind, ids, data, key in ((r.kind, r.ids, r.data, r.key) for r in records):
+            item = found[key]
+            old = Record.load(item) if item else None
+            if kind == "unit":
+                where = f"{ids[0]}/{ids[1]}/{ids[2]}"
+                idx = found[index_key(ids[3])]
+                if idx is not None and idx.value != where:
+                    # An index entry is authoritative only while its unit record exists.
+                    other = await snap.get(record_key("unit", (*idx.value.split("/"), ids[3])))
+                    if other is not None:
+                        raise Exists(
+                            f"{doc_path(kind, ids)}: unit id {ids[3]!r} already exists at "
+                            f"{doc_path(kind, (*idx.value.split('/'), ids[3]))}"
+                        )
+                if idx is None or idx.value != where:
+                    ops.append(Put(index_key(ids[3]), where))
+                    guards.append(Guard(index_key(ids[3]), idx.mod_rev if idx else 0))
+            if old is not None and old.data == data:
+                continue
+            if kind == "unit":
+                ops.extend(_host_index_ops(ids, old.data if old else None, data))
+            ops.append(Put(key, encode_record(data, old, now)))
+            guards.append(Guard(key, old.rev if old else 0))
+        return ops, guards, sum(isinstance(op, Put) and op.key.startswith(RECORD_PREFIXES) for op in ops)
+
+    async def _require_parent(self, snap: Snapshot, target: Target) -> list[Guard]:
+        if target.kind in ("host", "account"):
+            return []
+        parent_ids = target.ids[:-1]
+        parent_kind = LEVELS[len(parent_ids) - 1]
+        item = await snap.get(record_key(parent_kind, parent_ids))
+        if item is None:
+            raise NotFound(f"{doc_path(parent_kind, parent_ids)} does not exist; create it first")
+        return [Guard(item.key, item.mod_rev)]
+
+    async def load(self, data: Any) -> WriteResult:
+        """Create or replace everything a load document names, in one transaction."""
+        doc = model.validate(model.Document, data)
+        assert isinstance(doc, model.Document)
+        if dups := model.duplicate_unit_ids(doc):
+            raise model.ModelError(dups)
+        records = [r for h, host in doc.hosts.items() for r in drafts("host", (h,), host)]
+        for a, acc in doc.accounts.items():
+            records.extend(drafts("account", (a,), acc))
+        now = time.time()
+
+        async def plan(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
+            return await self._upsert(snap, records, now)
+
+        return await self._commit(plan)
+
+    async def put(self, target: Target, body: bytes, content_type: str) -> WriteResult:
+        """Write a whole record (and the records below it that the body names) or one field."""
+        if target.kind not in KIND_MODEL:
+            raise BadRequest(f"cannot write /{target.kind}: write a record below it, or use load")
+        now = time.time()
+        where = target.where
+        if not target.field:
+            data = parse_body(body, content_type, where)
+            obj = model.validate(KIND_MODEL[target.kind], data if data is not None else {}, where.split("."))
+            records = list(drafts(target.kind, target.ids, obj))
+
+            async def plan(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
+                guards = await self._require_parent(snap, target)
+                ops, more, n = await self._upsert(snap, records, now)
+                return ops, guards + more, n
+
+            return await self._commit(plan)
+
+        if target.field[0] in COLLECTIONS:
+            coll = target.field[0]
+            raise BadRequest(f"{where}.{coll}: write each one at {where.replace('.', '/')}/{coll}/<name>")
+        if "json" in content_type or "yaml" in content_type:
+            candidates = [parse_body(body, content_type, where)]
+        else:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest(f"{where}: body is not UTF-8") from None
+            candidates = [text]
+            with contextlib.suppress(ValueError):
+                candidates.append(json.loads(text))
+            candidates.append(text.splitlines())
+
+        async def plan_field(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
+            rec = await self._existing(snap, target)
+            first_error: model.ModelError | None = None
+            for value in candidates:
+                data = json.loads(json.dumps(rec.data))
+                _set_in(data, target.field, value, where)
+                try:
+                    obj = model.validate(KIND_MODEL[target.kind], data, where.split("."))
+                except model.ModelError as exc:
+                    first_error = first_error or exc
+                    continue
+                return await self._upsert(snap, [draft(target.kind, target.ids, obj)], now)
+            assert first_error is not None
+            raise first_error
+
+        return await self._commit(plan_field)
+
+    async def create_token(self, kind: str, subject: str) -> tuple[str, dict[str, Any]]:
+        """Mint a token; only its digest is stored. Returns the token (shown once)."""
+        if kind not in auth.KINDS:
+            raise BadRequest(f"kind {kind!r}: expected one of {', '.join(auth.KINDS)}")
+        if kind == "operator":
+            subject = ""
+        else:
+            try:
+                model.check_name(subject)
+            except ValueError as exc:
+                raise BadRequest(f"subject: {exc}") from None
+        token = auth.new_token(kind)
+        d = auth.digest(token)
+        rec = {
+            "id": auth.token_id(d),
+            "hash": d,
+            "kind": kind,
+            "subject": subject,
+            "created": iso(time.time()),
+        }
+        key = token_key(rec["id"])
+        await self.store.commit([Put(key, json.dumps(rec))], [Guard(key, 0)])
+        return token, {k: v for k, v in rec.items() if k != "hash"}
+
+    async def revoke_token(self, token_id_: str) -> WriteResult:
+        key = token_key(token_id_)
+
+        async def plan(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
+            item = await snap.get(key)
+            if item is None:
+                raise NotFound(f"no token with id {token_id_!r}")
+            return [Delete(key)], [Guard(key, item.mod_rev)], 1
+
+        return await self._commit(plan)
+
+    async def _existing(self, snap: Snapshot, target: Target) -> Record:
+        item = await snap.get(target.key)
+        if item is None:
+            raise NotFound(f"{target.where} does not exist")
+        return Record.load(item)
+
+    async def delete(self, target: Target) -> WriteResult:
+        """Delete a record with everything below it, or one field of a record."""
+        if target.kind not in KIND_MODEL:
+            raise BadRequest(f"cannot delete /{target.kind}: delete the records below it")
+        where = target.where
+
+        async def plan(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
+            rec = await self._existing(snap, target)
+            guards = [Guard(target.key, rec.rev)]
+            if target.field:
+                data = json.loads(json.dumps(rec.data))
+                _del_in(data, target.field, where)
+                obj = model.validate(KIND_MODEL[target.kind], data, where.split("."))
+                record = [draft(target.kind, target.ids, obj)]
+                writes, more, n = await self._upsert(snap, record, time.time())
+                return writes, guards + more, n
+            ops: list[Op] = [Delete(target.key)]
+            if target.kind in LEVELS:
+                level = LEVELS.index(target.kind)
+                for kind in LEVELS[level + 1 :]:
+                    ops.append(Delete(KIND_PREFIX[kind] + target.key[1:], prefix=True))
+                unit_prefix = "u" + target.key[1:]
+                for item in await snap.range(unit_prefix):
+                    ids = tuple(key_ids(item.key))
+                    ops.append(Delete(index_key(ids[3])))
+                    ops.extend(_host_index_ops(ids, Record.load(item).data, None))
+            return ops, guards, 1
+
+        return await self._commit(plan)
+
+
+def _host_index_ops(ids: tuple[str, ...], old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[Op]:
+    """Keep ``hu/<host>/<unit>/`` in step with a unit's ``host`` field."""
+    before, after = (old or {}).get("host"), (new or {}).get("host")
+    if before == after and old is not None:
+        return []
+    ops: list[Op] = []
+    if before and before != after:
+        ops.append(Delete(host_index_key(before, ids[3])))
+    if after:
+        ops.append(Put(host_index_key(after, ids[3]), "/".join(ids[:3])))
+    return ops
+
+
+def _set_in(data: dict[str, Any], path: tuple[str, ...], value: Any, where: str) -> None:
+    node = data
+    for i, name in enumerate(path[:-1]):
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            raise BadRequest(f"{where}.{'.'.join(path[: i + 1])}: is a value, not a mapping")
+        node = child
+    node[path[-1]] = value
+
+
+def _del_in(data: dict[str, Any], path: tuple[str, ...], where: str) -> None:
+    node: Any = data
+    for name in path[:-1]:
+        node = node.get(name) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or path[-1] not in node:
+        raise NotFound(f"{where}.{'.'.join(path)} does not exist")
+    del node[path[-1]]

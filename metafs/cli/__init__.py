@@ -1,0 +1,1 @@
+"""The ``metafs`` command line (:mod:`.main`), a module per group of commands."""

@@ -1,0 +1,219 @@
+"""The commands of the mount side: ``mount``, ``umount``, ``status`` and ``oci-hook``.
+
+``metafs mount`` builds its :class:`~metafs.mount.daemon.MountOptions` once; in the
+background it starts the daemon (this same command with ``--foreground``) in its own
+session, hands it those options as JSON on its standard input (the token never shows
+on a command line) and returns when the daemon reports the mount ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import logs
+from ..client import ClientError
+from ..mount.options import MountOptions
+from .options import Failure, Subparsers, add_command, client_options, host_port, log_options, servers, token
+
+DEFAULTS = MountOptions(mountpoint="", servers="")
+
+
+def mount_options(args: argparse.Namespace) -> MountOptions:
+    return MountOptions(
+        mountpoint=args.mountpoint,
+        servers=servers(args),
+        unit=args.unit,
+        token=token(args),
+        fetch_timeout=args.fetch_timeout,
+        cache_timeout=args.cache_timeout,
+        anchors=args.anchors,
+        status_socket=args.status_socket,
+        metrics_listen=host_port(args.metrics_listen, "--metrics-listen") if args.metrics_listen else None,
+    )
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    if args.options_stdin:  # the daemon started below: its options come from its parent
+        given = json.load(sys.stdin)
+        opts = MountOptions(**{**given["mount"], "metrics_listen": _pair(given["mount"]["metrics_listen"])})
+        return _foreground(opts, args.log_file, args.log_level, args.log_format, args.ready_fd)
+    opts = mount_options(args)
+    if args.foreground:
+        return _foreground(opts, args.log_file, args.log_level, args.log_format, args.ready_fd)
+    from ..mount import mountpoint
+
+    log_file = Path(args.log_file) if args.log_file else mountpoint.default_log_file(args.mountpoint)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    read_fd, write_fd = os.pipe()
+    cmd = [sys.executable, "-m", "metafs.cli", "mount", opts.mountpoint, "--foreground", "--options-stdin"]
+    cmd += ["--ready-fd", str(write_fd), "--log-file", str(log_file)]
+    cmd += ["--log-level", args.log_level, "--log-format", args.log_format]
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            pass_fds=(write_fd,),
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    os.close(write_fd)
+    assert proc.stdin is not None
+    with proc.stdin:
+        proc.stdin.write(json.dumps({"mount": dataclasses.asdict(opts)}).encode())
+    with os.fdopen(read_fd, "rb") as ready:
+        message = ready.readline().decode().strip()  # EOF if the daemon dies first
+    if message == "ok":
+        return 0
+    if not message:
+        code = proc.wait()
+        message = f"the mount daemon exited with status {code}; see {log_file}"
+    raise Failure(message.removeprefix("error: "))
+
+
+def _pair(value: Any) -> tuple[str, int] | None:
+    return (str(value[0]), int(value[1])) if value else None
+
+
+def _foreground(opts: MountOptions, log_file: str | None, level: str, fmt: str, ready_fd: int | None) -> int:
+    import trio
+
+    from ..mount import daemon, mountpoint
+
+    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
+    line = f"%(asctime)s %(levelname)s metafs[{os.getpid()}] {opts.mountpoint}: %(message)s"
+    logs.setup(level, fmt, handler, line)
+    ready_file = os.fdopen(ready_fd, "w") if ready_fd is not None else None
+
+    def ready(message: str) -> None:
+        if ready_file is not None and not ready_file.closed:
+            ready_file.write(message + "\n")
+            ready_file.close()
+
+    try:
+        trio.run(daemon.run, opts, ready)
+    except (mountpoint.MountError, ClientError) as exc:
+        logging.getLogger("metafs.mount").error("%s", exc)
+        ready(f"error: {exc}")
+        raise Failure(str(exc)) from None
+    return 0
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    from ..mount import mountpoint
+
+    try:
+        mountpoint.unmount(args.mountpoint, lazy=args.lazy)
+    except mountpoint.MountError as exc:
+        raise Failure(str(exc)) from None
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 when the views are fresh, 1 on errors, 2 when they are stale."""
+    from ..mount import status
+
+    try:
+        st = status.read(args.mountpoint, args.status_socket)
+    except OSError as exc:
+        raise Failure(str(exc)) from None
+    print(json.dumps(st.as_json(), indent=2) if args.json else status.summary(st))
+    return 2 if st.stale else 0
+
+
+def cmd_oci_hook(args: argparse.Namespace) -> int:
+    from ..mount import ocihook
+
+    try:
+        state = json.load(sys.stdin)
+    except ValueError as exc:
+        raise Failure(f"the container state on standard input is not JSON: {exc}") from None
+    try:
+        ocihook.run(state, args.anchors)
+    except (ocihook.HookError, OSError, subprocess.SubprocessError, KeyError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+    return 0
+
+
+def add_commands(sub: Subparsers) -> None:
+    p = add_command(
+        sub, "mount", cmd_mount, "mount the metadata as a read-only filesystem; returns once it is ready"
+    )
+    p.add_argument(
+        "mountpoint",
+        metavar="MOUNTPOINT",
+        help="an empty directory; with --unit it shows that unit's view,"
+        " else one directory per unit (host mode)",
+    )
+    client_options(p)
+    p.add_argument("--foreground", action="store_true", help="stay in the foreground (for systemd)")
+    p.add_argument(
+        "--anchors",
+        metavar="DIR",
+        help="host mode: keep DIR/<unit> bound to each unit's files, so that containers given"
+        " DIR/<unit> (rbind,ro,rslave) survive a restart of this daemon",
+    )
+    p.add_argument(
+        "--fetch-timeout",
+        type=float,
+        default=DEFAULTS.fetch_timeout,
+        metavar="SECONDS",
+        help="how long a first access waits for a view before EIO (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cache-timeout",
+        type=float,
+        default=DEFAULTS.cache_timeout,
+        metavar="SECONDS",
+        help="how long the kernel may cache entries and attributes; changes invalidate them at once"
+        " (default: %(default)s)",
+    )
+    p.add_argument(
+        "--log-file", metavar="PATH", help="daemon log (default: /var/log/metafs/mount-<path>.log)"
+    )
+    log_options(p)
+    p.add_argument(
+        "--status-socket",
+        metavar="PATH",
+        help="where to answer /status and /metrics (default: /run/metafs/status/<mountpoint>.sock as root)",
+    )
+    p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="also serve /metrics (Prometheus) on this TCP address, e.g. 127.0.0.1:9851",
+    )
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--options-stdin", action="store_true", help=argparse.SUPPRESS)
+
+    p = add_command(
+        sub, "status", cmd_status, "show what a mount daemon is doing: server, fresh or stale, units"
+    )
+    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="where `metafs mount` mounted it")
+    p.add_argument("--json", action="store_true", help="print the daemon's status as JSON")
+    p.add_argument("--status-socket", metavar="PATH", help="the daemon's status socket, if not the default")
+
+    p = add_command(
+        sub,
+        "oci-hook",
+        cmd_oci_hook,
+        "OCI runtime hook (createRuntime): bind the anchor of the unit named by the container's"
+        " io.metafs.unit annotation at /meta (or io.metafs.target); reads the state on stdin",
+    )
+    p.add_argument(
+        "--anchors",
+        default="/run/metafs/anchors",
+        metavar="DIR",
+        help="the mount daemon's --anchors directory (default: %(default)s)",
+    )
+
+    p = add_command(sub, "umount", cmd_umount, "unmount a metafs filesystem")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.add_argument("--lazy", action="store_true", help="detach now even if files are open (fusermount3 -uz)")

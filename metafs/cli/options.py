@@ -1,0 +1,110 @@
+"""What several commands share: the client options (server, token, unit), logging
+options, reading a token or a value, and the one-line failure every command exits with."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeAlias
+
+from ..client import NO_SERVER, MetadataClient
+
+
+class Failure(Exception):
+    """A one-line error for stderr and exit status 1."""
+
+
+KEY_HELP = (
+    "a seed path (5/test1/s4/UNIT/hostname), a path in the unit's view (self/hostname, "
+    "service/all_hosts/), or a document path (accounts/5/stacks/test1, hosts/node-a)"
+)
+
+
+def client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--server",
+        default=os.environ.get("METADATA_CONNECTION_URL"),
+        metavar="URL[,URL...]",
+        help="metadata server(s), tried in order (default: $METADATA_CONNECTION_URL)",
+    )
+    p.add_argument(
+        "--token", default=os.environ.get("METAFS_TOKEN"), help="API token (default: $METAFS_TOKEN)"
+    )
+    p.add_argument(
+        "--token-file",
+        default=os.environ.get("METAFS_TOKEN_FILE"),
+        metavar="PATH",
+        help="read the token from a file (default: $METAFS_TOKEN_FILE)",
+    )
+    p.add_argument(
+        "--unit",
+        default=os.environ.get("DEPLOYMENT_UNIT_ID"),
+        metavar="UNIT_ID",
+        help="the unit whose view self/, service/, stack/ keys read (default: $DEPLOYMENT_UNIT_ID)",
+    )
+    p.add_argument("--http-timeout", type=float, default=10.0, metavar="SECONDS", help=argparse.SUPPRESS)
+
+
+def log_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="one line per event: text, or JSON objects (time, level, logger, message); tokens are"
+        " never written (default: %(default)s)",
+    )
+
+
+def servers(args: argparse.Namespace) -> str:
+    """``--server``, which every client command needs."""
+    if not args.server:
+        raise Failure(NO_SERVER)
+    return str(args.server)
+
+
+def token(args: argparse.Namespace) -> str | None:
+    if args.token:
+        return str(args.token)
+    if args.token_file:
+        try:
+            return Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise Failure(f"cannot read token file {args.token_file}: {exc.strerror}") from None
+    return None
+
+
+def client(args: argparse.Namespace) -> MetadataClient:
+    return MetadataClient(servers(args), token=token(args), timeout=args.http_timeout)
+
+
+def read_value(value: str) -> bytes:
+    """A value given on the command line: as it is, ``-`` for standard input, ``@FILE``."""
+    if value == "-":
+        return sys.stdin.buffer.read()
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_bytes()
+        except OSError as exc:
+            raise Failure(f"cannot read {value[1:]}: {exc.strerror}") from None
+    return value.encode()
+
+
+def host_port(value: str, flag: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise Failure(f"{flag} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:9851")
+    return host.strip("[]"), int(port)
+
+
+Command = Callable[[argparse.Namespace], int]
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def add_command(sub: Subparsers, name: str, func: Command, help: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
+    p.set_defaults(func=func)
+    return p

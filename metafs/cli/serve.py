@@ -1,0 +1,92 @@
+"""``metafs serve``: its options, whose defaults are :class:`~metafs.server.settings.Settings`'."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .. import logs
+from ..server.settings import Settings
+from .options import Subparsers, add_command, log_options
+
+DEFAULTS = Settings()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..server.run import serve  # the server's stack is loaded by this command only
+    from ..store import default_store_url
+
+    logs.setup(args.log_level, args.log_format)
+    settings = Settings(
+        max_wait=args.max_wait,
+        default_wait=min(args.max_wait, DEFAULTS.default_wait),
+        max_body=args.max_body,
+        body_timeout=args.body_timeout,
+        answer_cache=args.answer_cache,
+    )
+    store = args.store or default_store_url()
+    token_file = (
+        Path(args.operator_token_file) if args.operator_token_file else default_operator_token_file(store)
+    )
+    serve(args.listen, store, settings, args.log_level, token_file)
+    return 0
+
+
+def default_operator_token_file(store_url: str) -> Path:
+    """Beside the SQLite file; for other stores, /etc/metafs/operator.token."""
+    if store_url.startswith("sqlite://"):
+        return Path(store_url.removeprefix("sqlite://")).parent / "operator.token"
+    return Path("/etc/metafs/operator.token")
+
+
+def add_commands(sub: Subparsers) -> None:
+    p = add_command(sub, "serve", cmd_serve, "run the metadata server")
+    p.add_argument(
+        "--listen",
+        default=os.environ.get("METAFS_LISTEN", "127.0.0.1:8500"),
+        metavar="HOST:PORT",
+        help="address to listen on (default: $METAFS_LISTEN, else %(default)s)",
+    )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="sqlite:///path/metafs.db, or etcd://HOST:PORT[,HOST:PORT...][/namespace] for an etcd v3"
+        " cluster shared by several servers (default: $METAFS_STORE, else /var/lib/metafs/metafs.db as root)",
+    )
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        default=DEFAULTS.max_wait,
+        metavar="SECONDS",
+        help="longest long poll (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-body",
+        type=int,
+        default=DEFAULTS.max_body,
+        metavar="BYTES",
+        help="largest write or load document (default: %(default)s)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULTS.body_timeout,
+        metavar="SECONDS",
+        help="a request body must arrive within this (default: %(default)s)",
+    )
+    p.add_argument(
+        "--answer-cache",
+        type=int,
+        default=DEFAULTS.answer_cache,
+        metavar="ENTRIES",
+        help="read answers kept and reused until the next commit; 0 turns this off"
+        " (default: %(default)s; SQLite store only)",
+    )
+    log_options(p)
+    p.add_argument(
+        "--operator-token-file",
+        metavar="PATH",
+        help="the operator token, made (0600) if missing (default: operator.token beside the SQLite file;"
+        " $METAFS_OPERATOR_TOKEN overrides)",
+    )

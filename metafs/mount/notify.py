@@ -1,0 +1,125 @@
+"""Telling the kernel what changed: old and new trees of a view are diffed, and exactly
+the inodes and entries that changed are invalidated; ``poll()`` waiters on a view's
+``revision`` file are woken.
+
+Invalidations are sent, in order, from a thread of their own: the kernel may have to
+wait for a request in flight before it can drop a page or an entry (a READ holds the
+page lock), and that request needs the trio thread to answer it, so blocking there
+would deadlock. pyfuse3 releases the GIL during these calls.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+from queue import Queue
+
+import pyfuse3
+
+from ..tree import Dir, Leaf, Node, encode_name
+from .inodes import InodeTable, Path
+
+log = logging.getLogger("metafs.fs")
+
+
+class KernelNotifier:
+    """Invalidations and poll wake-ups for one mount (see the module docstring)."""
+
+    def __init__(self, inodes: InodeTable, host_mode: bool) -> None:
+        self.inodes = inodes
+        self.host_mode = host_mode
+        #: set once the kernel session exists: invalidations before that have no target
+        self.live = False
+        self.invalidations = 0  # sent to the kernel, for the mount's status
+        self._pollers: dict[int, dict[int, pyfuse3.PollHandle]] = {}  # by inode, by file handle
+        self._queue: Queue[tuple[int, bool | bytes] | None] = Queue()
+        self._thread = threading.Thread(target=_invalidate_loop, args=(self._queue,), daemon=True)
+        self._thread.start()
+
+    # -- poll() waiters --------------------------------------------------------------
+
+    def wait_poll(self, ino: int, fh: int, handle: pyfuse3.PollHandle) -> None:
+        """Wake ``handle`` when the view of ``ino`` (a ``revision`` file) changes."""
+        self._pollers.setdefault(ino, {})[fh] = handle
+
+    def closed(self, ino: int, fh: int) -> None:
+        """File handle ``fh`` of ``ino`` was released: it waits no more."""
+        waiting = self._pollers.get(ino)
+        if waiting is not None:
+            waiting.pop(fh, None)
+            if not waiting:
+                del self._pollers[ino]
+
+    # -- what the view cache reports ----------------------------------------------------
+
+    def view_changed(self, unit_id: str, old: Dir | None, new: Dir | None) -> None:
+        base: Path = (unit_id,)
+        self._diff(base, old, new)
+        rev_ino = self.inodes.known((*base, "revision"))
+        if rev_ino is not None:
+            for ph in self._pollers.pop(rev_ino, {}).values():
+                ph.notify()
+
+    def list_changed(self, old: Dir, new: Dir) -> None:
+        if not self.host_mode:
+            return
+        for uid in old.children.keys() ^ new.children.keys():
+            self._entry((), uid)
+        self._inode(pyfuse3.ROOT_INODE)
+
+    def _diff(self, path: Path, old: Node | None, new: Node | None) -> None:
+        if old is new and old is not None:
+            return  # a subtree the delta kept: the very same object, nothing changed
+        ino = self.inodes.known(path)
+        if ino is None:
+            return  # the kernel never saw this path, nor anything below it
+        if old is None or new is None:  # a whole view came or went: diff against nothing
+            old, new = old or Dir(), new or Dir()
+        if isinstance(old, Leaf) and isinstance(new, Leaf):
+            if (old.value, old.mtime) != (new.value, new.mtime):
+                self._inode(ino)
+            return
+        if not (isinstance(old, Dir) and isinstance(new, Dir)):
+            return
+        if (old.rev, old.mtime) != (new.rev, new.mtime):
+            self._inode(ino, attr_only=True)
+        for name in old.children.keys() | new.children.keys():
+            o, n = old.children.get(name), new.children.get(name)
+            if o is None or n is None or type(o) is not type(n):
+                self._entry(path, name)
+                if o is not None and n is not None:  # a file became a directory: new inode
+                    self.inodes.renumber((*path, name))
+            else:
+                self._diff((*path, name), o, n)
+
+    def _inode(self, ino: int, attr_only: bool = False) -> None:
+        if self.live:
+            self.invalidations += 1
+            self._queue.put((ino, attr_only))
+
+    def _entry(self, parent: Path, name: str) -> None:
+        parent_ino = self.inodes.known(parent)
+        if parent_ino is not None and self.live:
+            self.invalidations += 1
+            self._queue.put((parent_ino, os.fsencode(encode_name(name))))
+
+    def stop(self) -> None:
+        """Let queued invalidations finish (briefly) before the session goes away."""
+        self._queue.put(None)
+        self._thread.join(timeout=2)
+
+
+def _invalidate_loop(queue: Queue[tuple[int, bool | bytes] | None]) -> None:
+    """Send invalidations to the kernel, in order (see the module docstring)."""
+    while (item := queue.get()) is not None:
+        ino, what = item
+        try:
+            if isinstance(what, bytes):
+                pyfuse3.invalidate_entry(ino, what)
+            else:
+                pyfuse3.invalidate_inode(ino, what)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTCONN, errno.EBADF):
+                log.warning("invalidate %d %r: %s", ino, what, exc)

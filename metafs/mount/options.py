@@ -1,0 +1,20 @@
+"""What a mount is asked to be: the options of ``metafs mount``, whose defaults the CLI
+reads from here (a module of its own: the CLI reads it without loading pyfuse3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    mountpoint: str
+    servers: str
+    unit: str | None = None
+    token: str | None = None
+    fetch_timeout: float = 5.0
+    cache_timeout: float = 300.0
+    poll_wait: float = 55.0
+    anchors: str | None = None  # host mode: keep ANCHORS/<unit> bound (see anchors.py)
+    status_socket: str | None = None  # default: status.socket_path(mountpoint)
+    metrics_listen: tuple[str, int] | None = None  # also serve /metrics on this TCP address

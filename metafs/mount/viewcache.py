@@ -1,0 +1,376 @@
+"""Unit views for the filesystem: fetched lazily, whole, and kept fresh by one long poll.
+
+A view is fetched on first access, in one request (``/v1/view/<unit>/?format=meta``).
+One watcher task then long-polls ``/v1/watch`` for every cached view at once (and, in
+host mode, for the list of units) and refetches exactly the views that changed, handing
+old and new trees to the filesystem so that it can invalidate the kernel's caches.
+
+When the server is away, cached views keep being served (stale) while the watcher retries
+with backoff; a view never fetched fails after ``fetch_timeout`` instead of hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from ..client import AsyncMetadataClient, ClientError
+from ..tree import Dir, Leaf, descend, from_meta, merge_meta
+
+log = logging.getLogger("metafs.views")
+
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+#: after a view joins, the watcher waits this long before it long-polls again: the reads
+#: that made the view join come first (the poll's HTTP work used to run between the first
+#: lookups of a cold read), and views that join together cost one poll, not one each.
+#: Nothing is missed meanwhile: the next poll asks for every change after what each view
+#: has seen.
+JOIN_SETTLE = 0.02
+
+
+class ViewUnavailable(Exception):
+    """The view could not be fetched in time (the filesystem answers EIO)."""
+
+
+class ViewMissing(Exception):
+    """The server has no such unit (the filesystem answers ENOENT)."""
+
+
+@dataclass(slots=True)
+class View:
+    unit_id: str
+    root: Dir
+    #: the store revision this view is known fresh at (read at, or found unchanged by a
+    #: watch answer since): the watcher refetches it when the server reports a change to
+    #: anything it shows after this revision
+    seen: int
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """Counters of the view cache, for the mount's status and metrics."""
+
+    fetches: int = 0
+    fetch_errors: int = 0
+    watch_answers: int = 0
+    last_error: str = ""
+    last_change: float = 0.0  # when the watcher last applied a change (time.time())
+
+
+@dataclass(slots=True)
+class _Fetch:
+    done: trio.Event = field(default_factory=trio.Event)
+    missing: bool = False
+
+
+class ViewListener(Protocol):
+    """Who is told of changes (the kernel notifier): a view changed (old, new; new None
+    when the unit is gone) and the list of units changed (old, new). Called from the
+    watcher task, never from a filesystem handler."""
+
+    def view_changed(self, unit_id: str, old: Dir | None, new: Dir | None) -> None: ...
+
+    def list_changed(self, old: Dir, new: Dir) -> None: ...
+
+
+class ViewCache:
+    """The views a mount has touched, and the watcher that keeps them fresh."""
+
+    def __init__(
+        self,
+        client: AsyncMetadataClient,
+        listener: ViewListener,
+        *,
+        host_mode: bool,
+        fetch_timeout: float,
+        poll_wait: float,
+    ) -> None:
+        self.client = client
+        self.listener = listener
+        self.host_mode = host_mode
+        self.fetch_timeout = fetch_timeout
+        self.poll_wait = poll_wait
+        self.views: dict[str, View] = {}
+        self.units = Dir()  # host mode: every unit id the server lists
+        self.units_seen = 0
+        self.stale_since: float | None = None
+        self._fetches: dict[str, _Fetch] = {}
+        self._poll_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._index = 0
+        self._units_changed = trio.Event()
+        self._joined = False
+        self.stats = CacheStats()
+
+    @property
+    def index(self) -> int:
+        """The store revision of the last watch answer handled."""
+        return self._index
+
+    # -- reads (called from filesystem handlers) -------------------------------------
+
+    def cached(self, unit_id: str) -> View | None:
+        return self.views.get(unit_id)
+
+    async def get(self, unit_id: str) -> View:
+        """The view of ``unit_id``: at once when cached, else fetched (bounded wait)."""
+        view = self.views.get(unit_id)
+        if view is not None:
+            return view
+        fetch = self._fetches.get(unit_id)
+        if fetch is None:
+            assert self._nursery is not None, "ViewCache.run() is not running"
+            fetch = self._fetches[unit_id] = _Fetch()
+            self._nursery.start_soon(self._first_fetch, unit_id, fetch)
+        with trio.move_on_after(self.fetch_timeout):
+            await fetch.done.wait()
+        if unit_id in self.views:
+            return self.views[unit_id]
+        if fetch.missing:
+            raise ViewMissing(unit_id)
+        raise ViewUnavailable(unit_id)
+
+    async def _first_fetch(self, unit_id: str, fetch: _Fetch) -> None:
+        deadline = trio.current_time() + self.fetch_timeout
+        delay = BACKOFF_MIN
+        try:
+            while True:
+                try:
+                    view = await self._fetch(unit_id)
+                except ClientError as exc:
+                    if trio.current_time() + delay > deadline:
+                        log.warning("view %s: not fetched within %.1fs: %s", unit_id, self.fetch_timeout, exc)
+                        return
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
+                    continue
+                if view is None:
+                    fetch.missing = True
+                else:
+                    self.views[unit_id] = view
+                    self._restart_poll()
+                return
+        finally:
+            del self._fetches[unit_id]
+            fetch.done.set()
+
+    async def _fetch(self, unit_id: str, base: View | None = None) -> View | None:
+        """The view of ``unit_id``; with ``base`` (the view held now), only what changed
+        since is transferred, and ``base``'s unchanged subtrees are reused."""
+        try:
+            ans = await self.client.view(unit_id, base.seen if base else None)
+        except ClientError as exc:
+            self.stats.fetch_errors += 1
+            self.stats.last_error = str(exc)
+            raise
+        self.stats.fetches += 1
+        if ans.status in (403, 404):  # gone, or no longer ours to see: the same to the mount
+            return None
+        seen = int(ans.headers.get("x-metafs-revision", "0"))
+        try:
+            root = merge_meta(base.root, ans.json()) if base else from_meta(ans.json())
+        except KeyError:  # the delta keeps what we do not have: take it whole
+            return await self._fetch(unit_id)
+        assert isinstance(root, Dir)
+        return View(unit_id, root, seen)
+
+    async def load_units(self) -> None:
+        """Fetch the list of units (host mode), telling the filesystem what changed."""
+        ans = await self.client.units()
+        new = from_meta(ans.json())
+        assert isinstance(new, Dir)
+        old, self.units = self.units, new
+        self.units_seen = int(ans.headers.get("x-metafs-revision", "0"))
+        self.listener.list_changed(old, new)
+        self._units_changed.set()
+        self._units_changed = trio.Event()
+        for uid in [u for u in self.views if u not in new.children]:
+            self._drop(uid)
+
+    async def units_changed(self) -> None:
+        """Return after the next change of the list of units."""
+        await self._units_changed.wait()
+
+    def _drop(self, unit_id: str) -> None:
+        old = self.views.pop(unit_id, None)
+        if old is not None:
+            log.info("view %s: unit deleted", unit_id)
+            self.listener.view_changed(unit_id, old.root, None)
+
+    # -- the watcher -------------------------------------------------------------------
+
+    def _restart_poll(self) -> None:
+        """A view joined: the running long poll does not cover it, so start another."""
+        self._joined = True
+        if self._poll_scope is not None:
+            self._poll_scope.cancel()
+
+    def _caught_up(self) -> int:
+        """The revision every cached view (and the unit list) is known fresh at: the
+        watcher asks for changes after it. A view that joined while a watch answer was
+        being handled counts from the revision it was read at, not from that answer."""
+        floors = [v.seen for v in self.views.values()]
+        if self.host_mode:
+            floors.append(self.units_seen)
+        return min(floors, default=0)
+
+    def _checked(self, units: list[str], index: int) -> None:
+        """A watch answer at ``index`` covered ``units`` (and the list): they are fresh at
+        ``index``, whether they were refetched or found unchanged."""
+        for uid in units:
+            view = self.views.get(uid)
+            if view is not None and view.seen < index:
+                view.seen = index
+        if self.host_mode:
+            self.units_seen = max(self.units_seen, index)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve fetches and keep every cached view fresh, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await self._watch()
+
+    @property
+    def stale(self) -> bool:
+        return self.stale_since is not None
+
+    async def _watch(self) -> None:
+        delay = BACKOFF_MIN
+        while True:
+            units = sorted(self.views)
+            if not units and not self.host_mode:
+                with trio.CancelScope() as self._poll_scope:
+                    await trio.sleep_forever()
+                continue
+            if self._joined:
+                self._joined = False
+                await trio.sleep(JOIN_SETTLE)
+                units = sorted(self.views)
+            ans = None
+            with trio.CancelScope() as self._poll_scope:
+                try:
+                    ans = await self.client.watch(units, self.host_mode, self._caught_up(), self.poll_wait)
+                except ClientError as exc:
+                    self._went_stale(exc)
+            self._poll_scope = None
+            if ans is None:
+                if self.stale:
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            data = ans.json()
+            self.stats.watch_answers += 1
+            try:
+                await self._catch_up(units, data)
+            except ClientError as exc:
+                self._went_stale(exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            if self.stale_since is not None:
+                log.warning(
+                    "server reachable again after %.1fs; views are fresh", time.monotonic() - self.stale_since
+                )
+                self.stale_since = None
+            delay = BACKOFF_MIN
+            self._checked(units, ans.index)
+            self._index = ans.index
+
+    def _went_stale(self, exc: Exception) -> None:
+        self.stats.last_error = str(exc)
+        if self.stale_since is None:
+            self.stale_since = time.monotonic()
+            log.warning(
+                "server unreachable (%s); serving %d cached views stale, retrying", exc, len(self.views)
+            )
+
+    async def _catch_up(self, asked: list[str], data: dict[str, object]) -> None:
+        """Refetch every view (and the list) the watch reports as changed since we saw it:
+        one request per service, since its other units' views follow from that one."""
+        changed = data.get("units", {})
+        assert isinstance(changed, dict)
+        stale = [u for u, rev in changed.items() if u in self.views and rev > self.views[u].seen]
+        for uid in [u for u in asked if u not in changed]:
+            self._drop(uid)  # the watch left it out: out of this token's scope now
+        if self.host_mode and int(data.get("list", 0)) > self.units_seen:  # type: ignore[call-overload]
+            await self.load_units()
+        by_service: dict[str, list[str]] = {}
+        for uid in stale:
+            if uid in self.views:
+                by_service.setdefault(service_of(self.views[uid].root), []).append(uid)
+        failed: list[str] = []
+        async with trio.open_nursery() as nursery:
+            for uids in by_service.values():
+                nursery.start_soon(self._refresh, uids, failed)
+        if failed:
+            raise ClientError("; ".join(failed))
+
+    async def _refresh(self, unit_ids: list[str], failed: list[str]) -> None:
+        """Fetch the first view of one service's stale views; derive the others from it
+        (those it does not list any more are fetched on their own: deleted or moved)."""
+        first, rest = unit_ids[0], unit_ids[1:]
+        try:
+            fetched = await self._fetch(first, self.views.get(first))
+        except ClientError as exc:
+            failed.append(f"view {first}: {exc}")
+            return
+        new = {first: fetched}
+        alone = []
+        for uid in rest:
+            derived = derive(fetched, uid) if fetched is not None else None
+            if derived is None:
+                alone.append(uid)
+            else:
+                new[uid] = derived
+        # every view of the service is served new at once (reads look the cache up), and
+        # only then are the kernel's caches told, a few views at a time between requests
+        replaced = []
+        for uid, view in new.items():
+            old = self._swap(uid, view)
+            if old is not None and view is not None:
+                replaced.append((uid, old, view))
+        for i, (uid, old, view) in enumerate(replaced):
+            self.listener.view_changed(uid, old.root, view.root)
+            if i % 8 == 7:
+                await trio.sleep(0)
+        for uid in alone:
+            await self._refresh([uid], failed)
+
+    def _swap(self, unit_id: str, new: View | None) -> View | None:
+        """Serve ``new`` for ``unit_id`` (None: drop it); the view it replaces, if any
+        (the filesystem is not told yet)."""
+        old = self.views.get(unit_id)
+        if old is None:
+            return None
+        if new is None:
+            self._drop(unit_id)
+            return None
+        self.views[unit_id] = new
+        self.stats.last_change = time.time()
+        return old
+
+
+def service_of(view: Dir) -> str:
+    """``account/stack/service`` of a view (from ``self/deployment_unit_id``)."""
+    node = descend(view, ["self", "deployment_unit_id"])
+    return str(node.value).rsplit("/", 1)[0] if isinstance(node, Leaf) else ""
+
+
+def derive(view: View, unit_id: str) -> View | None:
+    """The view of a peer of ``view``'s unit: the same ``service/``, ``stack/`` and
+    ``revision`` (its view reads exactly the same records), and ``self`` is its entry in
+    ``service/all_hosts``. None when ``view`` does not list that unit."""
+    service = view.root.children.get("service")
+    all_hosts = service.children.get("all_hosts") if isinstance(service, Dir) else None
+    me = all_hosts.children.get(unit_id) if isinstance(all_hosts, Dir) else None
+    if not isinstance(me, Dir):
+        return None
+    root = Dir()
+    for name, child in view.root.children.items():
+        root.add(name, me if name == "self" else child)
+    return View(unit_id, root, view.seen)

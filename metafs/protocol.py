@@ -1,0 +1,19 @@
+"""The names both sides of the HTTP API spell the same way: the ``/v1`` routes, the
+guard header, the headers a read answers with. The server, its metrics, its OpenAPI
+document and the client all take them from here."""
+
+from __future__ import annotations
+
+#: ``/v1/<route>/...``; ``load`` takes a POST only, ``watch`` is long-polled
+ROUTES = ("kv", "view", "units", "watch", "accounts", "hosts", "tokens", "load")
+#: the first segments of a key that name a route of their own (the rest are seed paths)
+KEY_ROUTES = frozenset({"accounts", "hosts", "units", "view", "kv"})
+#: sent on every request: guest-facing reads require it (SSRF guard, like GCE's
+#: ``Metadata-Flavor: Google``)
+FLAVOR = ("Metadata-Flavor", "metafs")
+#: the revision of the store a read was made at, or a write committed
+REVISION_HEADER = "X-Metafs-Revision"
+#: the revision at which the subtree read last changed (a long poll's ``index``)
+INDEX_HEADER = "X-Metafs-Index"
+#: ``value`` or ``directory``
+KIND_HEADER = "X-Metafs-Kind"

@@ -1,0 +1,320 @@
+"""The ``/v1`` API: one route table, built once, and the handlers it names.
+
+Routes (``<...>`` is one path segment, percent-decoded once):
+
+- ``GET /v1/kv/<account>/<stack>/<service>/<unit>/<key...>`` the seed's layout;
+- ``GET /v1/view/<unit>/<path...>`` a unit's view, the tree the filesystem shows;
+- ``GET /v1/units/`` every unit id (a host-mode mount lists these);
+- ``GET /v1/watch?units=<id>,<id>&list=1`` when each unit's view (and the list of units)
+  last changed: long-polled, one request keeps many views fresh;
+- ``GET|PUT|DELETE /v1/accounts/...``, ``/v1/hosts/...`` the document API;
+  ``PUT|DELETE`` on ``/v1/kv/...`` write the same records by their seed path;
+- ``GET|POST /v1/tokens/``, ``DELETE /v1/tokens/<id>`` tokens (operators only);
+- ``POST /v1/load`` a whole load document, all or nothing.
+
+Every read answers text by default (EC2 style) or JSON (``Accept: application/json`` or
+``?format=json``), carries ``ETag``, ``X-Metafs-Index`` (the revision at which that
+subtree last changed), ``X-Metafs-Revision`` and ``Last-Modified``, honours
+``If-None-Match``, and long-polls with ``?index=<revision>&wait=<duration>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import auth, catalog, model, protocol, tree
+from ..catalog.bodies import parse_body
+from ..catalog.paths import parse_doc_path, seed_to_target
+from ..store import Snapshot, Store, StoreError, TooLarge
+from .http import (
+    JSON,
+    LONG_POLL,
+    TEXT,
+    HTTPError,
+    check_query,
+    error_response,
+    parse_wait,
+    query_without,
+    raw_path,
+    split_path,
+    wants_json,
+)
+from .longpoll import ClientGone, LongPolls
+from .metrics import ServerMetrics
+from .render import RenderedViews, read_response
+from .settings import Settings
+
+log = logging.getLogger("metafs.server")
+
+#: what a read answers with: the tree at ``segs`` (the path after ``/v1/``, or after the
+#: route's name: see :meth:`Api._reader`), read in ``snap`` for ``scope``; None is a 404
+Resolver = Callable[[Snapshot, list[str], catalog.Scope], Awaitable[tree.Node | None]]
+#: a route's handler of one method: the request, who asks, the path's segments after ``/v1/``
+Handler = Callable[[Request, auth.Principal, list[str]], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One ``/v1/<name>/`` route: its GET, and the other methods it takes on the route
+    itself (``/v1/tokens/``) and below it (``/v1/tokens/<id>``)."""
+
+    name: str
+    get: Handler | None
+    write: Handler | None = None
+    on_route: tuple[str, ...] = ()
+    below: tuple[str, ...] = ()
+
+    def allowed(self, rest: list[str]) -> list[str]:
+        return [*(("GET", "HEAD") if self.get else ()), *(self.below if rest else self.on_route)]
+
+
+class Api:
+    """The handlers of ``/v1``, over the catalog's reads and writes."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        metrics: ServerMetrics,
+        operator_digest: str | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.operator_digest = operator_digest
+        self.reads = catalog.Reads()
+        self.writes = catalog.Writes(store)
+        self.polls = LongPolls(store, metrics.long_polls.track_inprogress)
+        self.rendered = RenderedViews(settings.rendered_bytes)
+        reads, both = self.reads, ("PUT", "DELETE")
+        table = [
+            Route("kv", self._reader(reads.seed), self._write_record, both, both),
+            Route("view", self._reader(reads.view, frozenset({"since"}))),
+            Route("units", self._reader(reads.units)),
+            Route("watch", self._watch),
+            Route("accounts", self._reader(reads.document, whole=True), self._write_record, both, both),
+            Route("hosts", self._reader(reads.document, whole=True), self._write_record, both, both),
+            Route("tokens", self._reader(reads.tokens), self._write_token, ("POST",), ("DELETE",)),
+            Route("load", None, self._load, ("POST",)),
+        ]
+        #: the route table, made once
+        self.routes = {r.name: r for r in table}
+        assert tuple(self.routes) == protocol.ROUTES, "the route table and metafs.protocol disagree"
+
+    async def __call__(self, request: Request) -> Response:
+        """Answer one ``/v1/...`` request; every expected error becomes its response."""
+        try:
+            return await self._route(request)
+        except HTTPError as exc:
+            return error_response(request, exc)
+        except model.ModelError as exc:
+            return error_response(request, HTTPError(400, "invalid metadata", exc.details))
+        except catalog.CatalogError as exc:
+            return error_response(request, HTTPError(exc.status, str(exc), exc.details))
+        except TooLarge as exc:
+            return error_response(request, HTTPError(413, str(exc)))
+        except StoreError as exc:
+            self.metrics.store_errors.inc()
+            log.error("store unavailable: %s", exc)
+            return error_response(request, HTTPError(503, "the metadata store is unavailable"))
+
+    async def _route(self, request: Request) -> Response:
+        segs, _ = split_path(raw_path(request.scope), "/v1/")
+        if not segs:
+            raise HTTPError(
+                404, "no such route: /v1/ (see /v1/kv/, /v1/view/, /v1/accounts/, /v1/hosts/, /v1/units/)"
+            )
+        principal = await self.principal(request)
+        route, rest = self.routes.get(segs[0]), segs[1:]
+        if route is None or (route.get is None and rest):
+            raise HTTPError(404, f"no such route: /v1/{segs[0]}/")
+        method = "GET" if request.method == "HEAD" else request.method
+        allowed = route.allowed(rest)
+        if method not in allowed:
+            where = f"/v1/{route.name}" + ("" if route.get is None else "/")
+            raise HTTPError(
+                405, f"{request.method} is not allowed on {where}", headers={"Allow": ", ".join(allowed)}
+            )
+        handler = route.get if method == "GET" else route.write
+        assert handler is not None
+        return await handler(request, principal, segs)
+
+    # -- who asks, and what they send ------------------------------------------------
+
+    async def principal(self, request: Request) -> auth.Principal:
+        """The SSRF guard, then who is asking: 403 without the metadata header or with
+        ``X-Forwarded-For``; 401 without a valid token."""
+        name, value = protocol.FLAVOR
+        if request.headers.get(name, "").lower() != value:
+            raise HTTPError(403, f"missing header {name}: {value} (required on every /v1 request)")
+        if "x-forwarded-for" in request.headers:
+            raise HTTPError(403, "requests carrying X-Forwarded-For are refused (metadata is not proxied)")
+        token = auth.bearer(request.headers.get("authorization"))
+        challenge = {"WWW-Authenticate": 'Bearer realm="metafs"'}
+        if token is None:
+            raise HTTPError(401, "missing token: send Authorization: Bearer <token>", headers=challenge)
+        if self.operator_digest and auth.same_digest(auth.digest(token), self.operator_digest):
+            return auth.Principal("operator", token_id="bootstrap")
+        async with self.store.snapshot() as snap:
+            principal = await catalog.authenticate(snap, token)
+        if principal is None:
+            raise HTTPError(401, "invalid or revoked token", headers=challenge)
+        return principal
+
+    async def body(self, request: Request) -> bytes:
+        """The request body, within ``max_body`` bytes and ``body_timeout`` seconds."""
+        limit = self.settings.max_body
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise HTTPError(413, f"body of {declared} bytes is over the limit of {limit}")
+        chunks, size = [], 0
+        try:
+            with anyio.fail_after(self.settings.body_timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise HTTPError(413, f"body is over the limit of {limit} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise HTTPError(
+                408, f"the request body did not arrive within {self.settings.body_timeout:g}s"
+            ) from None
+        return b"".join(chunks)
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def read(
+        self,
+        request: Request,
+        principal: auth.Principal,
+        resolve: Callable[[Snapshot, catalog.Scope], Awaitable[tree.Node | None]],
+        what: str,
+        params: frozenset[str] = frozenset(),
+    ) -> Response:
+        """Answer a read: resolve a tree node, long-poll if asked, render, add headers."""
+        check_query(request, {"format", "index", "wait", *params})
+        q = request.query_params
+        index: int | None = None
+        if "index" in q:
+            if not q["index"].isdigit():
+                raise HTTPError(400, f"index={q['index']!r}: expected a revision (a whole number >= 0)")
+            index = int(q["index"])
+        wait = min(
+            parse_wait(q["wait"]) if "wait" in q else self.settings.default_wait, self.settings.max_wait
+        )
+
+        async def once() -> tuple[tree.Node | None, Snapshot]:
+            async with self.store.snapshot() as snap:
+                scope = await catalog.scope_of(snap, principal)
+                return await resolve(snap, scope), snap
+
+        node, snap = first = await once()
+        if index is None or not snap.changed <= index <= snap.revision:
+            self.metrics.saw_revision(snap.revision)
+            return read_response(request, node, snap, what, self.rendered)
+        # polls that ask the same thing, as the client spelled it, share rereads
+        asked = (principal, raw_path(request.scope), query_without(request.scope["query_string"], LONG_POLL))
+        try:
+            (node, snap), woken = await self.polls.wait(request, asked, index, wait, first, once)
+        except ClientGone:
+            return Response(status_code=499)  # nobody is listening any more
+        self.metrics.saw_revision(snap.revision)
+        if not woken:
+            return read_response(request, node, snap, what, self.rendered)
+        # polls woken together that asked the same thing get the very same response
+        headers = request.headers
+        shared = (asked, headers.get("accept"), headers.get("if-none-match"), id(snap))
+        return self.polls.shared(shared, lambda: read_response(request, node, snap, what, self.rendered))
+
+    def _reader(
+        self, resolve: Resolver, params: frozenset[str] = frozenset(), whole: bool = False
+    ) -> Handler:
+        """The GET handler of a route whose tree ``resolve`` reads: from the path after the
+        route's name (``whole``: the path after ``/v1/``, as the document API reads it)."""
+
+        async def get(request: Request, principal: auth.Principal, segs: list[str]) -> Response:
+            at = segs if whole else segs[1:]
+
+            async def resolved(snap: Snapshot, scope: catalog.Scope) -> tree.Node | None:
+                return await resolve(snap, at, scope)
+
+            return await self.read(request, principal, resolved, "/v1/" + "/".join(segs), params)
+
+        return get
+
+    async def _watch(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
+        if segs[1:]:
+            raise HTTPError(404, "no such route: /v1/watch/" + "/".join(segs[1:]))
+        units = [u for u in request.query_params.get("units", "").split(",") if u]
+        for u in units:
+            try:
+                model.check_name(u)
+            except ValueError as exc:
+                raise HTTPError(400, f"units: {exc}") from None
+        if len(units) > self.settings.max_watch:
+            raise HTTPError(400, f"units: at most {self.settings.max_watch} units in one watch")
+        with_list = request.query_params.get("list", "0") not in ("0", "false", "")
+
+        async def resolve(snap: Snapshot, scope: catalog.Scope) -> tree.Node:
+            return await self.reads.watch(snap, units, with_list, scope)
+
+        return await self.read(request, principal, resolve, "/v1/watch", frozenset({"units", "list"}))
+
+    # -- writes ------------------------------------------------------------------------
+
+    def _operator(self, request: Request, principal: auth.Principal, refusal: str) -> None:
+        if not principal.operator:
+            raise HTTPError(403, f"a {principal.kind} token may not {refusal}")
+        check_query(request, {"format"})
+
+    async def _write_record(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
+        """PUT and DELETE of a record or a field: by seed path (``kv``) or document path."""
+        self._operator(request, principal, "write: writes need an operator token")
+        target = seed_to_target(segs[1:]) if segs[0] == "kv" else parse_doc_path(segs)
+        if request.method == "DELETE":
+            return self.written(request, await self.writes.delete(target))
+        body = await self.body(request)
+        result = await self.writes.put(target, body, request.headers.get("content-type", ""))
+        return self.written(request, result)
+
+    async def _load(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
+        self._operator(request, principal, "load documents: that needs an operator token")
+        body = await self.body(request)
+        data = parse_body(body, request.headers.get("content-type", ""), "load document")
+        if not isinstance(data, dict):
+            raise HTTPError(400, "load document: expected a mapping with accounts and/or hosts")
+        return self.written(request, await self.writes.load(data))
+
+    async def _write_token(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
+        """POST mints a token (shown once), DELETE of ``/v1/tokens/<id>`` revokes one."""
+        self._operator(request, principal, "write: writes need an operator token")
+        rest = segs[1:]
+        if request.method == "DELETE":
+            if len(rest) != 1:
+                raise HTTPError(404, "no such token path: use /v1/tokens/<id>")
+            return self.written(request, await self.writes.revoke_token(rest[0]))
+        data = parse_body(await self.body(request), request.headers.get("content-type", ""), "token")
+        if not isinstance(data, dict) or set(data) - {"kind", "subject"} or "kind" not in data:
+            raise HTTPError(400, 'token: expected {"kind": "operator"|"host"|"unit", "subject": NAME}')
+        token, info = await self.writes.create_token(str(data["kind"]), str(data.get("subject", "")))
+        body = json.dumps({"token": token, **info}) + "\n"
+        return Response(body, 201, media_type=JSON, headers={"Cache-Control": "no-store"})
+
+    def written(self, request: Request, result: catalog.WriteResult) -> Response:
+        self.metrics.saw_revision(result.revision)
+        headers = {protocol.REVISION_HEADER: str(result.revision)}
+        if wants_json(request):
+            body = json.dumps({"revision": result.revision, "changed": result.changed}) + "\n"
+            return Response(body, headers=headers, media_type=JSON)
+        return Response(
+            f"revision {result.revision} ({result.changed} records changed)\n",
+            headers=headers,
+            media_type=TEXT,
+        )

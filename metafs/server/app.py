@@ -1,0 +1,111 @@
+"""The metadata server as one ASGI application: ``/v1`` (:mod:`.api`) behind the answers
+kept until the next commit (:mod:`.answers`) and the metrics middleware, Starlette for
+the rest, and a lifespan that opens the store and sweeps abandoned long polls.
+
+- ``/v1/...`` the API (see :mod:`.api`);
+- ``GET /healthz`` (answers with the store's revision), ``GET /metrics`` (Prometheus);
+- ``GET /ui``, ``/openapi.json`` (see :mod:`.static`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from ..protocol import REVISION_HEADER
+from ..store import Store, StoreError
+from . import static
+from .answers import AnswerCache
+from .api import Api
+from .http import TEXT, HTTPError, error_response, raw_path
+from .metrics import ServerMetrics, exposition
+from .settings import Settings
+
+
+class MetadataServer:
+    """The HTTP API over a store; ``app`` is the ASGI application."""
+
+    def __init__(
+        self, store: Store, settings: Settings | None = None, operator_digest: str | None = None
+    ) -> None:
+        self.store = store
+        self.settings = settings or Settings()
+        self.metrics = ServerMetrics()
+        self.api = Api(store, self.settings, self.metrics, operator_digest)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.starlette = Starlette(
+            routes=[
+                Route("/healthz", self.healthz, methods=["GET", "HEAD"]),
+                Route("/metrics", self.metrics_page, methods=["GET", "HEAD"]),
+                Route("/ui", static.ui, methods=["GET", "HEAD"]),
+                Route("/ui/{name}", static.ui, methods=["GET", "HEAD"]),
+                Route("/openapi.json", static.openapi_document, methods=["GET", "HEAD"]),
+                # /v1/... does not come here: see _route
+            ],
+            lifespan=self._lifespan,
+        )
+        self.answers = AnswerCache(
+            self._route,
+            store.head,
+            entries=self.settings.answer_cache,
+            max_bytes=self.settings.answer_bytes,
+            on_reuse=self.metrics.answers_reused.inc,
+        )
+        #: the ASGI application: the routes, behind the answers kept, measured
+        self.app = self.metrics.middleware(self.answers)
+
+    def _route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """``/v1/...`` straight to its handler; the rest (and the lifespan) through Starlette.
+
+        The API's handlers route, check methods and turn every expected error into a
+        response themselves, so Starlette's router and exception layers only cost time
+        and memory on the hot path: 10,000 woken long polls took 2.4-2.5x a bare ASGI
+        app's time with them, 2.0-2.5x without, and held 290 MB, 239 MB without
+        (``make bench``). An unexpected exception still ends as a logged 500 (uvicorn's)."""
+        if scope["type"] == "http" and raw_path(scope).startswith(b"/v1/"):
+            return self._v1(scope, receive, send)
+        return self.starlette(scope, receive, send)
+
+    async def _v1(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.api(Request(scope, receive))
+        await response(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self._loop = asyncio.get_running_loop()
+        try:
+            async with self.store.running(), anyio.create_task_group() as tg:
+                tg.start_soon(self.api.polls.reap_disconnected)
+                yield
+                tg.cancel_scope.cancel()
+        finally:
+            await self.store.close()
+
+    def stop_soon(self) -> None:
+        """Answer every open long poll now (callable from a signal handler), so that a
+        stop does not wait for them to time out."""
+        self.api.polls.closing = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.store.release_waiters)
+
+    async def healthz(self, request: Request) -> Response:
+        try:
+            rev = await self.store.revision()
+        except StoreError:
+            self.metrics.store_errors.inc()
+            return error_response(request, HTTPError(503, "the metadata store is unavailable"))
+        return Response(f"ok revision {rev}\n", headers={REVISION_HEADER: str(rev)}, media_type=TEXT)
+
+    async def metrics_page(self, request: Request) -> Response:
+        """Prometheus metrics. No token needed (scrapers rarely send one): they carry
+        counts and timings by route, never ids, names or values."""
+        body, content_type = exposition(self.metrics.registry)
+        return Response(body, headers={"Content-Type": content_type})

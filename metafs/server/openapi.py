@@ -1,0 +1,148 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at ``/openapi.json``.
+
+Paths whose tail is a path inside a tree (``/v1/kv/...``, ``/v1/view/<unit>/...``) are
+described at their fixed depths, since an OpenAPI path parameter cannot hold a ``/``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import NAME_RE
+from ..protocol import FLAVOR
+
+NAME = {"type": "string", "pattern": NAME_RE.pattern}
+_STATUSES = {
+    "200": "the value (text), or the subtree (JSON)",
+    "304": "not modified since the ETag in If-None-Match",
+    "400": "malformed path, query or body, or invalid metadata",
+    "401": "no token, or an invalid or revoked one",
+    "403": "no Metadata-Flavor header, X-Forwarded-For present, or out of the token's scope",
+    "404": "no such key (yet)",
+    "405": "method not allowed here",
+    "408": "the request body did not arrive in time",
+    "409": "a unit id used elsewhere",
+    "413": "body over the size limit",
+    "503": "the store is unavailable",
+}
+_FLAVOR = {
+    "name": FLAVOR[0],
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "const": FLAVOR[1]},
+    "description": "required on every /v1 request (SSRF guard)",
+}
+_READ_QUERY = [
+    {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["text", "json", "meta"]}},
+    {"name": "index", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    {"name": "wait", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,4}(ms|s|m)?$"}},
+]
+
+
+def _path_params(*names: str) -> list[dict[str, Any]]:
+    return [{"name": n, "in": "path", "required": True, "schema": NAME} for n in names]
+
+
+def _responses() -> dict[str, Any]:
+    return {code: {"description": text} for code, text in _STATUSES.items()}
+
+
+def _op(summary: str, params: list[dict[str, Any]], body: bool = False, query: bool = True) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [_FLAVOR, *params, *(_READ_QUERY if query else [])],
+        "responses": _responses(),
+    }
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {}},
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        }
+    return op
+
+
+def _resource(summary: str, params: list[dict[str, Any]], writable: bool = True) -> dict[str, Any]:
+    item = {"get": _op(f"read {summary}", params)}
+    if writable:
+        item["put"] = _op(f"create or replace {summary}", params, body=True, query=False)
+        item["delete"] = _op(f"delete {summary}", params, query=False)
+    return item
+
+
+def _view_resource(unit: str) -> dict[str, Any]:
+    item = _resource("a unit's view (the file layout)", _path_params(unit), writable=False)
+    item["get"]["parameters"].append(
+        {
+            "name": "since",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0},
+            "description": 'with format=meta: peers unchanged since this revision come as {"k": 1}',
+        }
+    )
+    return item
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document (built on each call: it is small)."""
+    acc, stk, svc, unit = "account", "stack", "service", "unit"
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "liveness and the store's revision", "responses": _responses()}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (text format)", "responses": _responses()}},
+        "/v1/kv/": _resource("the list of accounts", [], writable=False),
+        "/v1/kv/{account}/": _resource("an account (seed layout)", _path_params(acc)),
+        "/v1/kv/{account}/{stack}/": _resource("a stack (seed layout)", _path_params(acc, stk)),
+        "/v1/kv/{account}/{stack}/{service}/": _resource(
+            "a service: lists its units", _path_params(acc, stk, svc)
+        ),
+        "/v1/kv/{account}/{stack}/{service}/{unit}/": _resource(
+            "a unit's files (seed layout)", _path_params(acc, stk, svc, unit)
+        ),
+        "/v1/kv/{account}/{stack}/{service}/{unit}/{key}": _resource(
+            "one value of a unit", _path_params(acc, stk, svc, unit, "key")
+        ),
+        "/v1/view/{unit}/": _view_resource(unit),
+        "/v1/view/{unit}/self/{key}": _resource(
+            "one value of a unit's own files", _path_params(unit, "key"), writable=False
+        ),
+        "/v1/units/": _resource("the units this token may see", [], writable=False),
+        "/v1/accounts/": _resource("every account (document API)", [], writable=False),
+        "/v1/accounts/{account}": _resource("an account", _path_params(acc)),
+        "/v1/accounts/{account}/stacks/{stack}": _resource("a stack", _path_params(acc, stk)),
+        "/v1/accounts/{account}/stacks/{stack}/services/{service}": _resource(
+            "a service", _path_params(acc, stk, svc)
+        ),
+        "/v1/accounts/{account}/stacks/{stack}/services/{service}/units/{unit}": _resource(
+            "a unit", _path_params(acc, stk, svc, unit)
+        ),
+        "/v1/hosts/": _resource("every host", [], writable=False),
+        "/v1/hosts/{host}": _resource("a host", _path_params("host")),
+        "/v1/watch": {
+            "get": _op(
+                "long-poll for changes to many views",
+                [
+                    {
+                        "name": "units",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.,:@-]*$"},
+                    },
+                    {"name": "list", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]}},
+                ],
+            )
+        },
+        "/v1/load": {"post": _op("load a document, all or nothing", [], body=True, query=False)},
+        "/v1/tokens/": {
+            "get": _op("list tokens (operator)", []),
+            "post": _op("mint a token (operator)", [], body=True, query=False),
+        },
+        "/v1/tokens/{id}": {"delete": _op("revoke a token (operator)", _path_params("id"), query=False)},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "metafs", "version": "1", "description": "container metadata as files"},
+        "paths": paths,
+        "components": {"securitySchemes": {"token": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"token": []}],
+    }

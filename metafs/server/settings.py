@@ -1,0 +1,18 @@
+"""The server's limits and bounds; each one is a ``metafs serve`` option, whose default
+is read from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_wait: float = 600.0  # a long poll never waits longer than this (seconds)
+    default_wait: float = 300.0  # how long ``?index=`` waits when ``wait`` is not given
+    max_body: int = 16 * 1024 * 1024  # bytes in a write or a load document
+    max_watch: int = 10_000  # units in one /v1/watch
+    body_timeout: float = 30.0  # a request body must arrive within this (seconds)
+    answer_cache: int = 4096  # read answers kept until the next commit (0: none; see answers.py)
+    answer_bytes: int = 64 << 20  # ... and their bodies' total size
+    rendered_bytes: int = 64 << 20  # rendered whole unit views kept (see render.py)

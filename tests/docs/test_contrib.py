@@ -1,0 +1,67 @@
+"""contrib/ checked against the real tools that exist here: systemd-analyze for the units,
+YAML and JSON parsers for the Kubernetes and hooks.d files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.servers import ROOT
+
+UNITS = sorted((ROOT / "contrib" / "systemd").glob("*.service"))
+METAFS = str(Path(sys.executable).parent / "metafs")
+
+
+def verify(paths: list[Path]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["systemd-analyze", "verify", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_units_verify_clean(tmp_path: Path) -> None:
+    assert [u.name for u in UNITS] == ["metafs-mount.service", "metafs-server.service"]
+    copies = []
+    for unit in UNITS:  # the units name /usr/local/bin/metafs: verify checks it exists
+        copy = tmp_path / unit.name
+        copy.write_text(unit.read_text().replace("/usr/local/bin/metafs", METAFS))
+        copies.append(copy)
+    r = verify(copies)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
+    # and the check does catch a broken unit
+    broken = tmp_path / "broken.service"
+    broken.write_text(copies[0].read_text().replace("Restart=always", "Restart=sometimes"))
+    r = verify([broken])
+    assert "Failed to parse service restart specifier" in r.stderr, r.stderr
+
+
+def test_kubernetes_example_uses_mount_propagation() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "contrib" / "kubernetes" / "daemonset.yaml").read_text()))
+    kinds = [d["kind"] for d in docs]
+    assert kinds == ["DaemonSet", "Pod"]
+    daemon = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "run", "mountPath": "/run/metafs", "mountPropagation": "Bidirectional"} in daemon[
+        "volumeMounts"
+    ]
+    assert "--anchors" in daemon["command"]
+    pod = docs[1]["spec"]["containers"][0]["volumeMounts"][0]
+    assert pod["mountPropagation"] == "HostToContainer" and pod["readOnly"] is True
+    assert docs[1]["spec"]["volumes"][0]["hostPath"]["path"].startswith("/run/metafs/anchors/")
+
+
+def test_hooks_d_file_selects_annotated_containers() -> None:
+    hook = json.loads((ROOT / "contrib" / "oci" / "metafs.json").read_text())
+    assert hook["version"] == "1.0.0" and hook["stages"] == ["createRuntime"]
+    assert hook["hook"]["args"][:2] == ["metafs", "oci-hook"]
+    assert list(hook["when"]["annotations"]) == ["^io\\.metafs\\.unit$"]

@@ -1,0 +1,91 @@
+"""Real `metafs serve` processes on loopback over real SQLite files, the example's names,
+and the real `metafs` command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "contrib" / "examples" / "cluster.yaml"
+ZK1 = "f58ce48e-a4d5-4c1b-905f-ee3b15ccf115"
+ZK1_PATH = f"5/test1/s4/{ZK1}"
+OPERATOR_TOKEN = "mfs_operator_test-operator-token-for-the-suite"
+HEADERS = {"Metadata-Flavor": "metafs", "Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """One `metafs serve` child process; restartable on the same store and port."""
+
+    db: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    store: str | None = None  # a store URL other than ``sqlite://<db>`` (etcd://...)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *extra: str) -> ServerProcess:
+        cmd = [sys.executable, "-m", "metafs.cli", "serve", "--listen", f"127.0.0.1:{self.port}"]
+        cmd += ["--store", self.store or f"sqlite://{self.db}", "--log-level", "warning", *extra]
+        env = {**os.environ, "METAFS_OPERATOR_TOKEN": OPERATOR_TOKEN}
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"metafs serve exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("metafs serve did not become healthy within 15 s")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `metafs` command line."""
+    drop = ("METADATA_CONNECTION_URL", "DEPLOYMENT_UNIT_ID", "METAFS_TOKEN", "METAFS_TOKEN_FILE")
+    full_env = {k: v for k, v in os.environ.items() if k not in drop}
+    full_env["METAFS_TOKEN"] = OPERATOR_TOKEN
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "metafs.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
