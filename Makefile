@@ -42,8 +42,8 @@ test: deps lint
 bench: deps
 	$(PY) -m tests.bench.run; status=$$?; tests/unmount-all.sh; exit $$status
 
-soak: deps  # SOAK_SECONDS=300 by default
-	$(PY) -m tests.support.soak; status=$$?; tests/unmount-all.sh; exit $$status
+soak: deps  # SOAK_SECONDS=300, then CHURN_ROUNDS=20 of CHURN_UNITS=200 over SQLite and etcd
+	$(PY) -m tests.support.soak && $(PY) -m tests.support.churn; status=$$?; tests/unmount-all.sh; exit $$status
 
 clean:
 	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache

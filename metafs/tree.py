@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,23 +131,53 @@ def to_meta_keeping(node: Node, kept: Set[int]) -> Any:
     return out
 
 
-def merge_meta(old: Node | None, data: Any) -> Node:
+class _Shared:
+    """One object for each equal value while a tree is made from JSON: names and string
+    values interned (alive only while used), equal revisions and times one object per
+    document (the leaves of one record share them). A mount keeps many trees: this
+    took views of 100-unit services from ~3.0 to ~2.4 bytes per byte of their JSON (tracemalloc)."""
+
+    __slots__ = ("_numbers",)
+
+    def __init__(self) -> None:
+        self._numbers: dict[tuple[type, object], object] = {}
+
+    def number(self, value: Any) -> Any:
+        return self._numbers.setdefault((type(value), value), value)
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return sys.intern(value)
+        if isinstance(value, list):
+            return [sys.intern(v) if isinstance(v, str) else v for v in value]
+        return self.number(value)
+
+    def leaf(self, data: Any) -> Leaf:
+        return Leaf(self.value(data["v"]), self.number(data["r"]), self.number(data["m"]))
+
+
+def merge_meta(old: Node | None, data: Any, shared: _Shared | None = None) -> Node:
     """The tree a :func:`to_meta_keeping` delta describes, reusing ``old``'s unchanged
     subtrees (the same objects: the filesystem's diff skips them). Raises KeyError when
     the delta keeps something ``old`` does not have."""
+    shared = shared or _Shared()
     if "c" not in data:
-        return Leaf(data["v"], data["r"], data["m"])
+        return shared.leaf(data)
     before = old.children if isinstance(old, Dir) else {}
-    children = {n: before[n] if c == KEEP else merge_meta(before.get(n), c) for n, c in data["c"].items()}
-    return Dir(children, data["r"], data["m"], data.get("s", False))
+    children = {
+        sys.intern(n): before[n] if c == KEEP else merge_meta(before.get(n), c, shared)
+        for n, c in data["c"].items()
+    }
+    return Dir(children, shared.number(data["r"]), shared.number(data["m"]), data.get("s", False))
 
 
-def from_meta(data: Any) -> Node:
+def from_meta(data: Any, shared: _Shared | None = None) -> Node:
     """The inverse of :func:`to_meta`."""
+    shared = shared or _Shared()
     if "c" in data:
-        children = {n: from_meta(c) for n, c in data["c"].items()}
-        return Dir(children, data["r"], data["m"], data.get("s", False))
-    return Leaf(data["v"], data["r"], data["m"])
+        children = {sys.intern(n): from_meta(c, shared) for n, c in data["c"].items()}
+        return Dir(children, shared.number(data["r"]), shared.number(data["m"]), data.get("s", False))
+    return shared.leaf(data)
 
 
 def descend(node: Node, names: Iterable[str]) -> Node | None:

@@ -138,11 +138,14 @@ async def watch_tree(snap: Snapshot, unit_ids: list[str], with_list: bool, scope
     (a unit moved off a host disappears from its mount)."""
     units = Dir()
     shared: dict[str, int] = {}  # the units of one service share all but their index key
-    for uid in unit_ids:
-        if scope is not None and scope.units is not None and uid not in scope.units:
-            continue  # out of scope (or moved out of it): left out, so the watcher drops it
-        rev = await snap.last_change(index_key(uid))
-        idx = await snap.get(index_key(uid))
+    # out of scope (or moved out of it): left out, so the watcher drops it
+    wanted = [u for u in unit_ids if scope is None or scope.units is None or u in scope.units]
+    keys = [index_key(uid) for uid in wanted]
+    # two reads for all units (one round trip each on etcd), not two per unit
+    changes = await snap.last_changes_at(keys)
+    found = await snap.get_many(keys)
+    for uid, key, (rev, _) in zip(wanted, keys, changes, strict=True):
+        idx = found[key]
         if idx is not None:
             if idx.value not in shared:
                 a, t, s = idx.value.split("/")

@@ -19,7 +19,7 @@ class Reads:
     """Trees of the catalog, read in a snapshot the caller holds."""
 
     def __init__(self, views: ServiceViews | None = None) -> None:
-        self.views = views or ServiceViews()
+        self.views = views if views is not None else ServiceViews()
 
     async def seed(self, snap: Snapshot, segs: list[str], scope: Scope) -> Node | None:
         """``/v1/kv/<account>/<stack>/<service>/<unit>/...``: the seed's layout."""

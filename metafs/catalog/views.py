@@ -104,6 +104,8 @@ class ServiceView:
     #: ``self/`` with the revisions it was made from (unit, service and host record)
     records: dict[str, Record] = field(default_factory=dict, compare=False)
     selves: dict[str, tuple[tuple[int, ...], Dir]] = field(default_factory=dict, compare=False)
+    #: ``(account, stack, service)``
+    ids: tuple[str, ...] = field(default=(), compare=False)
 
     def unit(self, unit_id: str) -> Dir | None:
         node = self.service.children["all_hosts"]
@@ -112,14 +114,40 @@ class ServiceView:
         return me if isinstance(me, Dir) else None
 
 
+#: what a kept ServiceView costs in memory, per unit of its service and on its own
+#: (tracemalloc, services of 100 units with a host and a label each: see the README)
+BYTES_PER_UNIT = 6_500
+BYTES_PER_VIEW = 4_000
+
+
 class ServiceViews:
     """A bounded LRU of built :class:`ServiceView` s, checked against the store on each
     use (one ``max(mod_rev)`` per prefix), so that the views of a service's 100 units are
-    built once per change rather than once per request."""
+    built once per change rather than once per request. Bounded by an estimate of their
+    memory (``max_bytes``), not by history: a service deleted, or found gone, is dropped."""
 
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
+    def __init__(self, max_bytes: int = 48 << 20) -> None:
+        self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple[str, ...], ServiceView] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size(self) -> int:
+        """What the views kept weigh, estimated in bytes."""
+        return self._bytes
+
+    @staticmethod
+    def weight(entry: ServiceView) -> int:
+        return BYTES_PER_VIEW + BYTES_PER_UNIT * len(entry.selves)
+
+    def drop(self, prefix: tuple[str, ...]) -> None:
+        """Drop the views of every service at or below ``prefix`` (an account, a stack or a
+        service: what a delete removed)."""
+        for key in [k for k in self._entries if k[: len(prefix)] == prefix]:
+            self._bytes -= self.weight(self._entries.pop(key))
 
     def latest(self, key: tuple[str, ...]) -> ServiceView | None:
         """The last view built for ``key``, current or not (a rebuild reuses its parts)."""
@@ -133,10 +161,14 @@ class ServiceViews:
         return hit
 
     def put(self, key: tuple[str, ...], entry: ServiceView) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= self.weight(old)
         self._entries[key] = entry
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        self._bytes += self.weight(entry)
+        while self._bytes > self.max_bytes and len(self._entries) > 1:
+            _, dropped = self._entries.popitem(last=False)
+            self._bytes -= self.weight(dropped)
 
 
 async def service_view(
@@ -162,6 +194,8 @@ async def service_view(
     svc = recs.get(record_key("service", (a, t, s)))
     stack = recs.get(record_key("stack", (a, t)))
     if svc is None or stack is None:
+        if cache is not None:
+            cache.drop((a, t, s))  # deleted: nothing to reuse any more
         return None
     service = _named(svc, [a, t, s], {"name": s, "stack_name": t, "account": a})
     all_hosts = Dir(rev=svc.rev, mtime=svc.item.mod_time)
@@ -195,6 +229,7 @@ async def service_view(
         Leaf(paths, all_hosts.rev, all_hosts.mtime),
         records=recs.by_key,
         selves=selves,
+        ids=(a, t, s),
     )
     if cache is not None:
         cache.put((a, t, s), built)

@@ -34,6 +34,8 @@ def mount_options(args: argparse.Namespace) -> MountOptions:
         token=token(args),
         fetch_timeout=args.fetch_timeout,
         cache_timeout=args.cache_timeout,
+        view_ttl=args.view_ttl,
+        cache_size=args.cache_size,
         anchors=args.anchors,
         status_socket=args.status_socket,
         metrics_listen=host_port(args.metrics_listen, "--metrics-listen") if args.metrics_listen else None,
@@ -175,6 +177,22 @@ def add_commands(sub: Subparsers) -> None:
         metavar="SECONDS",
         help="how long the kernel may cache entries and attributes; changes invalidate them at once"
         " (default: %(default)s)",
+    )
+    p.add_argument(
+        "--view-ttl",
+        type=float,
+        default=DEFAULTS.view_ttl,
+        metavar="SECONDS",
+        help="host mode: drop a unit's view when nothing read it for this long; the next read"
+        " fetches it again (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cache-size",
+        type=int,
+        default=DEFAULTS.cache_size,
+        metavar="BYTES",
+        help="host mode: at most this much memory for views (estimated), least recently used"
+        " services out first (default: %(default)s)",
     )
     p.add_argument(
         "--log-file", metavar="PATH", help="daemon log (default: /var/log/metafs/mount-<path>.log)"

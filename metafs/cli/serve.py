@@ -24,6 +24,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         body_timeout=args.body_timeout,
         answer_cache=args.answer_cache,
+        answer_bytes=args.answer_cache_size,
+        view_bytes=args.view_cache_size,
+        rendered_bytes=args.render_cache_size,
     )
     store = args.store or default_store_url()
     token_file = (
@@ -82,6 +85,28 @@ def add_commands(sub: Subparsers) -> None:
         metavar="ENTRIES",
         help="read answers kept and reused until the next commit; 0 turns this off"
         " (default: %(default)s; SQLite store only)",
+    )
+    p.add_argument(
+        "--answer-cache-size",
+        type=int,
+        default=DEFAULTS.answer_bytes,
+        metavar="BYTES",
+        help="... and at most this many bytes of them (default: %(default)s)",
+    )
+    p.add_argument(
+        "--view-cache-size",
+        type=int,
+        default=DEFAULTS.view_bytes,
+        metavar="BYTES",
+        help="built service views kept for the next request, estimated bytes; least recently used"
+        " out first (default: %(default)s)",
+    )
+    p.add_argument(
+        "--render-cache-size",
+        type=int,
+        default=DEFAULTS.rendered_bytes,
+        metavar="BYTES",
+        help="rendered whole unit views kept (one per unit and format), bytes (default: %(default)s)",
     )
     log_options(p)
     p.add_argument(

@@ -43,7 +43,13 @@ async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
     inodes = InodeTable((unit,) if unit else ())
     notifier = KernelNotifier(inodes, host_mode=unit is None)
     cache = ViewCache(
-        client, notifier, host_mode=unit is None, fetch_timeout=opts.fetch_timeout, poll_wait=opts.poll_wait
+        client,
+        notifier,
+        host_mode=unit is None,
+        fetch_timeout=opts.fetch_timeout,
+        poll_wait=opts.poll_wait,
+        view_ttl=opts.view_ttl,
+        max_bytes=opts.cache_size,
     )
     fs = MetaFS(cache, inodes, notifier, unit, opts.cache_timeout)
     try:
@@ -84,6 +90,9 @@ async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
             revision=cache.index,
             last_change=cache.stats.last_change,
             views_cached=len(cache.views),
+            views_bytes=cache.size,
+            evictions=cache.stats.evictions,
+            inodes=len(inodes),
             units_listed=len(cache.units.children),
             fetches=cache.stats.fetches,
             fetch_errors=cache.stats.fetch_errors,

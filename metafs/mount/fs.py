@@ -17,6 +17,7 @@ import os
 import select
 import stat
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -29,6 +30,8 @@ from .viewcache import ViewCache, ViewMissing, ViewUnavailable
 
 DIR_MODE = stat.S_IFDIR | 0o555
 FILE_MODE = stat.S_IFREG | 0o444
+#: what ``statfs`` reports as the number of inodes (in use + free)
+INODE_LIMIT = 1 << 32
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
@@ -135,7 +138,9 @@ class MetaFS(pyfuse3.Operations):
         if encode_name(raw) != text:  # only the one spelling a name is shown with
             raise pyfuse3.FUSEError(errno.ENOENT)
         path = (*self._path(parent_inode), raw)
-        return self._attrs(path, await self._node(path))
+        attrs = self._attrs(path, await self._node(path))
+        self.inodes.looked_up(attrs.st_ino)  # the kernel holds one more reference
+        return attrs
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
         path = self._path(inode)
@@ -155,15 +160,21 @@ class MetaFS(pyfuse3.Operations):
             name, child = entries[i]
             child_path = (*path, name)
             if child is None and self.unit is None and not path:
-                view = self.cache.cached(name)
+                view = self.cache.cached(name, use=False)  # listed, not read
                 child = view.root if view else None
-            if not pyfuse3.readdir_reply(
-                token, os.fsencode(encode_name(name)), self._attrs(child_path, child), i + 1
-            ):
+            attrs = self._attrs(child_path, child)
+            if not pyfuse3.readdir_reply(token, os.fsencode(encode_name(name)), attrs, i + 1):
+                self.inodes.drop_unreferenced(attrs.st_ino)  # not sent: the kernel holds nothing
                 return
+            self.inodes.looked_up(attrs.st_ino)  # readdirplus: each entry sent is a lookup
 
     async def releasedir(self, fh: int) -> None:
         return None
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        """The kernel dropped inodes: give back their references (never raises)."""
+        for ino, n in inode_list:
+            self.inodes.forget(ino, n)
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if flags & _WRITE_FLAGS:
@@ -226,8 +237,10 @@ class MetaFS(pyfuse3.Operations):
         s = pyfuse3.StatvfsData()
         s.f_bsize = s.f_frsize = 4096
         s.f_blocks = s.f_bfree = s.f_bavail = 0
-        s.f_files = len(self.inodes)
-        s.f_ffree = s.f_favail = 0
+        # inodes in use are those the kernel holds (see inodes.py); numbers are 64-bit,
+        # so free ones never run out: ``df -i`` shows the use, not a full table
+        s.f_files = INODE_LIMIT
+        s.f_ffree = s.f_favail = INODE_LIMIT - len(self.inodes)
         s.f_namemax = 255
         return s
 

@@ -1,8 +1,13 @@
-"""The inode table: the inode number of each path the kernel was told about.
+"""The inode table: the inode number of each path the kernel holds, and how many
+references it holds (its lookup count).
 
-Paths are tuples of raw names (in host mode the first is the unit id). A number is
-given to a path the first time the kernel looks it up and kept while the mount lives,
-so ``st_ino`` stays the same for a path.
+Paths are tuples of raw names (in host mode the first is the unit id). A path gets a
+number when the kernel first looks it up (``lookup``, or an entry of ``readdir``), each
+such reply counts one reference, and ``forget`` gives them back: a path the kernel holds
+no reference to any more is dropped, and its number is never given again. So ``st_ino``
+is stable for as long as the kernel holds the inode (the kernel cannot tell otherwise),
+and the table holds what the kernel holds, not what was ever looked at (pyfuse3's
+``examples/passthroughfs.py`` counts the same way).
 """
 
 from __future__ import annotations
@@ -16,41 +21,64 @@ Path = tuple[str, ...]
 
 
 class InodeTable:
-    """Two maps kept in step: path -> inode number, and back."""
+    """path <-> inode number, with the kernel's lookup count of each."""
 
     def __init__(self, root: Path) -> None:
-        self._inos: dict[Path, int] = {}
-        self._paths: dict[int, Path] = {}
+        self.root = root
+        self._inos: dict[Path, int] = {root: pyfuse3.ROOT_INODE}
+        self._paths: dict[int, Path] = {pyfuse3.ROOT_INODE: root}
+        self._lookups: dict[int, int] = {}
         self._next = itertools.count(pyfuse3.ROOT_INODE + 1)
-        self._bind(root, pyfuse3.ROOT_INODE)
 
     def __len__(self) -> int:
         return len(self._paths)
 
-    def _bind(self, path: Path, ino: int) -> int:
-        self._inos[path] = ino
-        self._paths[ino] = path
+    def ino(self, path: Path) -> int:
+        """The inode number of ``path``, given now if it has none (not counted: see
+        :meth:`looked_up`)."""
+        ino = self._inos.get(path)
+        if ino is None:
+            ino = next(self._next)
+            self._inos[path] = ino
+            self._paths[ino] = path
         return ino
 
-    def ino(self, path: Path) -> int:
-        """The inode number of ``path``, given now if it has none."""
-        ino = self._inos.get(path)
-        return ino if ino is not None else self._bind(path, next(self._next))
+    def looked_up(self, ino: int) -> None:
+        """The kernel was given an entry for ``ino`` (a lookup or readdir reply)."""
+        self._lookups[ino] = self._lookups.get(ino, 0) + 1
+
+    def forget(self, ino: int, n: int) -> None:
+        """The kernel gives back ``n`` references; at none left, the path is dropped."""
+        left = self._lookups.get(ino, 0) - n
+        if left > 0:
+            self._lookups[ino] = left
+            return
+        self._lookups.pop(ino, None)
+        if ino != pyfuse3.ROOT_INODE:
+            path = self._paths.pop(ino, None)
+            if path is not None and self._inos.get(path) == ino:
+                del self._inos[path]
+
+    def drop_unreferenced(self, ino: int) -> None:
+        """Drop ``ino`` if the kernel holds no reference to it (a number given for an
+        answer the kernel never took, such as an error after it was made)."""
+        if ino not in self._lookups and ino != pyfuse3.ROOT_INODE:
+            self.forget(ino, 0)
 
     def known(self, path: Path) -> int | None:
-        """The inode number of ``path`` if the kernel was ever told of it, else None."""
+        """The inode number of ``path`` if the kernel holds it, else None."""
         return self._inos.get(path)
 
     def path(self, ino: int) -> Path:
-        """The path of inode ``ino``; ENOENT for a number this table never gave."""
+        """The path of inode ``ino``; ENOENT for a number the kernel no longer holds."""
         path = self._paths.get(ino)
         if path is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return path
 
     def renumber(self, path: Path) -> None:
-        """Forget ``path``'s number: what is there now is another file (a file became a
-        directory), and gets a new one on its next lookup."""
+        """What is at ``path`` now is another file (a file became a directory): its next
+        lookup gets a new number, and the old number answers ENOENT until forgotten."""
         stale = self._inos.pop(path, None)
         if stale is not None:
             self._paths.pop(stale, None)

@@ -18,12 +18,15 @@ GAUGES = {
     "stale": ("stale", "1 while the server is unreachable and cached views are served stale"),
     "stale_seconds": ("stale_seconds", "How long the views have been stale"),
     "revision": ("revision", "The store revision the watcher has caught up to"),
+    "views_bytes": ("views_bytes", "What the cached views weigh, estimated (bytes)"),
+    "inodes": ("inodes", "Inodes the kernel holds (what statfs reports in use)"),
 }
 COUNTERS = {
     "fetches": ("view_fetches", "Views fetched from the server"),
     "fetch_errors": ("view_fetch_errors", "View fetches that failed"),
     "watch_answers": ("watch_answers", "Answers of the long poll that keeps views fresh"),
     "invalidations": ("invalidations", "Kernel cache invalidations sent"),
+    "evictions": ("view_evictions", "Views dropped while their unit exists (idle, over --cache-size)"),
 }
 
 

@@ -40,6 +40,11 @@ class KernelNotifier:
 
     # -- poll() waiters --------------------------------------------------------------
 
+    def keeps(self, unit_id: str) -> bool:
+        """A program waits in ``poll()`` on the unit's ``revision``: its view must stay."""
+        ino = self.inodes.known((unit_id, "revision"))
+        return ino is not None and bool(self._pollers.get(ino))
+
     def wait_poll(self, ino: int, fh: int, handle: pyfuse3.PollHandle) -> None:
         """Wake ``handle`` when the view of ``ino`` (a ``revision`` file) changes."""
         self._pollers.setdefault(ino, {})[fh] = handle

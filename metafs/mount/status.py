@@ -31,6 +31,9 @@ class MountStatus:
     revision: int  # the store revision the watcher has caught up to
     last_change: float  # when the watcher last applied a change (time.time(); 0: never)
     views_cached: int
+    views_bytes: int  # what the cached views weigh (estimated)
+    evictions: int  # views dropped while their unit exists (idle, over --cache-size)
+    inodes: int  # inodes the kernel holds (statfs reports the same)
     units_listed: int
     fetches: int
     fetch_errors: int
@@ -107,7 +110,10 @@ def summary(st: MountStatus) -> str:
         ago = f", last change applied {time.time() - st.last_change:.1f}s ago" if st.last_change else ""
         lines.append(f"state       fresh (revision {st.revision}{ago})")
     units = f"{st.units_listed} listed, " if not st.unit else ""
-    lines.append(f"units       {units}{st.views_cached} views cached")
+    lines.append(
+        f"units       {units}{st.views_cached} views cached (~{st.views_bytes / 2**20:.1f} MiB),"
+        f" {st.evictions} evicted, {st.inodes} inodes"
+    )
     lines.append(
         f"activity    {st.fetches} fetches ({st.fetch_errors} failed), {st.watch_answers} watch"
         f" answers, {st.invalidations} invalidations"

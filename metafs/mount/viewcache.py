@@ -7,6 +7,14 @@ old and new trees to the filesystem so that it can invalidate the kernel's cache
 
 When the server is away, cached views keep being served (stale) while the watcher retries
 with backoff; a view never fetched fails after ``fetch_timeout`` instead of hanging.
+
+What is kept follows what is shown. In host mode a unit's view is made from a cached
+view of a peer (the same service: they differ only in ``self``) instead of fetched, so
+the views of one service share one tree. A view is dropped when its unit is deleted or
+leaves this token's scope (moved off the host), when nothing touched it for ``view_ttl``
+seconds, and, a whole service's views at a time, least recently used first, while the
+views kept take more than ``max_bytes`` (estimated from the JSON they were made from:
+see :data:`TREE_PER_JSON_BYTE`). The kernel is told, so that it asks again.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 #: Nothing is missed meanwhile: the next poll asks for every change after what each view
 #: has seen.
 JOIN_SETTLE = 0.02
+#: what a tree costs in memory per byte of the meta JSON it was made from (tracemalloc,
+#: a 100-unit service's view: see the README's performance section)
+TREE_PER_JSON_BYTE = 2.4
 
 
 class ViewUnavailable(Exception):
@@ -48,6 +59,10 @@ class View:
     #: watch answer since): the watcher refetches it when the server reports a change to
     #: anything it shows after this revision
     seen: int
+    #: the meta JSON's size in bytes of the fetch this view's tree came from (a derived
+    #: view shares its peer's tree: it counts with it, see ViewCache._weigh)
+    made_of: int = 0
+    used: float = field(default_factory=time.monotonic)  # when a handler last asked for it
 
 
 @dataclass(slots=True)
@@ -57,6 +72,7 @@ class CacheStats:
     fetches: int = 0
     fetch_errors: int = 0
     watch_answers: int = 0
+    evictions: int = 0  # views dropped while their unit still exists (idle, over the bound)
     last_error: str = ""
     last_change: float = 0.0  # when the watcher last applied a change (time.time())
 
@@ -76,6 +92,10 @@ class ViewListener(Protocol):
 
     def list_changed(self, old: Dir, new: Dir) -> None: ...
 
+    def keeps(self, unit_id: str) -> bool:
+        """Whether the view must stay cached (a program waits in ``poll()`` on it)."""
+        ...
+
 
 class ViewCache:
     """The views a mount has touched, and the watcher that keeps them fresh."""
@@ -88,12 +108,16 @@ class ViewCache:
         host_mode: bool,
         fetch_timeout: float,
         poll_wait: float,
+        view_ttl: float,
+        max_bytes: int,
     ) -> None:
         self.client = client
         self.listener = listener
         self.host_mode = host_mode
         self.fetch_timeout = fetch_timeout
         self.poll_wait = poll_wait
+        self.view_ttl = view_ttl
+        self.max_bytes = max_bytes
         self.views: dict[str, View] = {}
         self.units = Dir()  # host mode: every unit id the server lists
         self.units_seen = 0
@@ -104,6 +128,7 @@ class ViewCache:
         self._index = 0
         self._units_changed = trio.Event()
         self._joined = False
+        self._by_service: dict[str, set[str]] = {}  # account/stack/service -> unit ids cached
         self.stats = CacheStats()
 
     @property
@@ -113,12 +138,16 @@ class ViewCache:
 
     # -- reads (called from filesystem handlers) -------------------------------------
 
-    def cached(self, unit_id: str) -> View | None:
-        return self.views.get(unit_id)
+    def cached(self, unit_id: str, use: bool = True) -> View | None:
+        """The view of ``unit_id`` if cached (``use``: a handler reads it, so it stays)."""
+        view = self.views.get(unit_id)
+        if view is not None and use:
+            view.used = time.monotonic()
+        return view
 
     async def get(self, unit_id: str) -> View:
         """The view of ``unit_id``: at once when cached, else fetched (bounded wait)."""
-        view = self.views.get(unit_id)
+        view = self.cached(unit_id) or self._from_peer(unit_id)
         if view is not None:
             return view
         fetch = self._fetches.get(unit_id)
@@ -151,8 +180,7 @@ class ViewCache:
                 if view is None:
                     fetch.missing = True
                 else:
-                    self.views[unit_id] = view
-                    self._restart_poll()
+                    self._join(view)
                 return
         finally:
             del self._fetches[unit_id]
@@ -176,7 +204,38 @@ class ViewCache:
         except KeyError:  # the delta keeps what we do not have: take it whole
             return await self._fetch(unit_id)
         assert isinstance(root, Dir)
-        return View(unit_id, root, seen)
+        # a delta is small but the tree it updates is not: a view weighs what its last
+        # whole fetch did
+        made_of = base.made_of if base is not None and base.made_of else len(ans.body)
+        return View(unit_id, root, seen, made_of)
+
+    def _from_peer(self, unit_id: str) -> View | None:
+        """Host mode: the view of ``unit_id`` made from a cached view of a peer (the same
+        service), or None when none lists it. Only from a peer known fresh at or after
+        the list of units that shows this one: a unit that has just come (back) is never
+        shown as an older view of its service knew it, it is fetched instead."""
+        if not self.host_mode:
+            return None
+        listed = self.units.children.get(unit_id)
+        if not isinstance(listed, Leaf):
+            return None
+        service = str(listed.value).rsplit("/", 1)[0]
+        for peer_id in self._by_service.get(service, ()):
+            peer = self.views.get(peer_id)
+            if peer is None or peer.seen < self.units_seen:
+                continue
+            view = derive(peer, unit_id)
+            if view is not None:
+                self._join(view)
+                return view
+        return None
+
+    def _join(self, view: View) -> None:
+        """Keep ``view``, and have the watcher watch it too; then keep within the bound."""
+        self.views[view.unit_id] = view
+        self._by_service.setdefault(service_of(view.root), set()).add(view.unit_id)
+        self._restart_poll()
+        self._keep_within(self.max_bytes)
 
     async def load_units(self) -> None:
         """Fetch the list of units (host mode), telling the filesystem what changed."""
@@ -195,11 +254,60 @@ class ViewCache:
         """Return after the next change of the list of units."""
         await self._units_changed.wait()
 
-    def _drop(self, unit_id: str) -> None:
+    def _drop(self, unit_id: str, why: str = "unit deleted") -> None:
+        """Drop a view and tell the kernel: its files are gone (or must be asked for again)."""
         old = self.views.pop(unit_id, None)
         if old is not None:
-            log.info("view %s: unit deleted", unit_id)
+            service = service_of(old.root)
+            peers = self._by_service.get(service)
+            if peers is not None:
+                peers.discard(unit_id)
+                if not peers:
+                    del self._by_service[service]
+            log.debug("view %s: %s", unit_id, why)
+            self.stats.evictions += why != "unit deleted"
             self.listener.view_changed(unit_id, old.root, None)
+
+    @property
+    def size(self) -> int:
+        """What the views kept weigh, estimated in bytes: each service's tree once."""
+        return sum(self._weigh(peers) for peers in self._by_service.values())
+
+    def _weigh(self, peers: set[str]) -> int:
+        return int(max(self.views[u].made_of for u in peers) * TREE_PER_JSON_BYTE)
+
+    def _keep_within(self, max_bytes: int) -> None:
+        """Drop whole services' views, least recently used first, while the views kept
+        weigh more than ``max_bytes`` (the one used last always stays)."""
+        total = self.size
+        if total <= max_bytes:
+            return
+        by_use = sorted(self._by_service.items(), key=lambda kv: max(self.views[u].used for u in kv[1]))
+        for _, peers in by_use[:-1]:
+            if total <= max_bytes:
+                break
+            if any(self.listener.keeps(u) for u in peers):
+                continue
+            total -= self._weigh(peers)
+            for uid in list(peers):
+                self._drop(uid, "over --cache-size")
+
+    def evict_idle(self, now: float | None = None) -> int:
+        """Drop the views nothing asked for within ``view_ttl`` seconds; how many."""
+        now = time.monotonic() if now is None else now
+        idle = [
+            v.unit_id
+            for v in self.views.values()
+            if now - v.used > self.view_ttl and not self.listener.keeps(v.unit_id)
+        ]
+        for uid in idle:
+            self._drop(uid, "idle for --view-ttl")
+        return len(idle)
+
+    async def _evict_idle_forever(self) -> None:
+        while True:
+            await trio.sleep(max(min(self.view_ttl / 4, 30.0), 0.05))
+            self.evict_idle()
 
     # -- the watcher -------------------------------------------------------------------
 
@@ -232,6 +340,8 @@ class ViewCache:
         """Serve fetches and keep every cached view fresh, until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.host_mode:  # in unit mode the one view is all there is: it stays
+                nursery.start_soon(self._evict_idle_forever)
             task_status.started()
             await self._watch()
 
@@ -350,6 +460,13 @@ class ViewCache:
         if new is None:
             self._drop(unit_id)
             return None
+        new.used = old.used
+        before, after = service_of(old.root), service_of(new.root)
+        if before != after:  # moved to another service (under the same id)
+            self._by_service.get(before, set()).discard(unit_id)
+            self._by_service.setdefault(after, set()).add(unit_id)
+            if not self._by_service.get(before, True):
+                del self._by_service[before]
         self.views[unit_id] = new
         self.stats.last_change = time.time()
         return old
@@ -373,4 +490,4 @@ def derive(view: View, unit_id: str) -> View | None:
     root = Dir()
     for name, child in view.root.children.items():
         root.add(name, me if name == "self" else child)
-    return View(unit_id, root, view.seen)
+    return View(unit_id, root, view.seen, view.made_of)

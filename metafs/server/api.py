@@ -32,6 +32,7 @@ from starlette.responses import Response
 from .. import auth, catalog, model, protocol, tree
 from ..catalog.bodies import parse_body
 from ..catalog.paths import parse_doc_path, seed_to_target
+from ..catalog.views import ServiceViews
 from ..store import Snapshot, Store, StoreError, TooLarge
 from .http import (
     JSON,
@@ -89,7 +90,7 @@ class Api:
         self.settings = settings
         self.metrics = metrics
         self.operator_digest = operator_digest
-        self.reads = catalog.Reads()
+        self.reads = catalog.Reads(ServiceViews(settings.view_bytes))
         self.writes = catalog.Writes(store)
         self.polls = LongPolls(store, metrics.long_polls.track_inprogress)
         self.rendered = RenderedViews(settings.rendered_bytes)
@@ -279,7 +280,11 @@ class Api:
         self._operator(request, principal, "write: writes need an operator token")
         target = seed_to_target(segs[1:]) if segs[0] == "kv" else parse_doc_path(segs)
         if request.method == "DELETE":
-            return self.written(request, await self.writes.delete(target))
+            result = await self.writes.delete(target)
+            if target.kind in ("account", "stack", "service") and not target.field:
+                self.reads.views.drop(target.ids)  # what it describes is gone: so is what was kept
+                self.rendered.drop(target.ids)
+            return self.written(request, result)
         body = await self.body(request)
         result = await self.writes.put(target, body, request.headers.get("content-type", ""))
         return self.written(request, result)

@@ -26,12 +26,15 @@ Made = tuple[tuple[int, ...], int]  # what a view was rendered from: its service
 
 
 class RenderedViews:
-    """The last rendered body of each unit's whole view, by format; least recently used
-    out first once their total passes ``max_bytes`` (0 keeps none)."""
+    """The last rendered body of each unit's whole view, by format: one per unit, not
+    one per revision. Least recently used out first once their total passes
+    ``max_bytes`` (0 keeps none); a service's are dropped when it is deleted."""
 
-    def __init__(self, max_bytes: int = 64 << 20) -> None:
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
         self.max_bytes = max_bytes
-        self._bodies: OrderedDict[tuple[str, str], tuple[Made, bytes]] = OrderedDict()
+        #: (unit id, format) -> (what it was made from, the body, its service's ids)
+        self._bodies: OrderedDict[tuple[str, str], tuple[Made, bytes, tuple[str, ...]]] = OrderedDict()
+        self._by_service: dict[tuple[str, ...], set[tuple[str, str]]] = {}
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -52,19 +55,34 @@ class RenderedViews:
             self._bodies.move_to_end(key)
             return kept[1]
         body = make()
-        self.drop(key)
+        self._forget(key)
         if len(body) <= self.max_bytes:
-            self._bodies[key] = (made, body)
+            service = view.shared.ids
+            self._bodies[key] = (made, body, service)
+            self._by_service.setdefault(service, set()).add(key)
             self._bytes += len(body)
             while self._bytes > self.max_bytes:
-                _, (_, dropped) = self._bodies.popitem(last=False)
-                self._bytes -= len(dropped)
+                self._forget(next(iter(self._bodies)))
         return body
 
-    def drop(self, key: tuple[str, str]) -> None:
+    def drop(self, prefix: tuple[str, ...]) -> None:
+        """Drop the bodies of every unit of the services at or below ``prefix`` (an
+        account, a stack or a service: what a delete removed)."""
+        for service in [s for s in self._by_service if s[: len(prefix)] == prefix]:
+            for key in list(self._by_service.get(service, ())):
+                self._forget(key)
+
+    def _forget(self, key: tuple[str, str]) -> None:
         kept = self._bodies.pop(key, None)
-        if kept is not None:
-            self._bytes -= len(kept[1])
+        if kept is None:
+            return
+        _, body, service = kept
+        self._bytes -= len(body)
+        keys = self._by_service.get(service)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_service[service]
 
 
 def read_response(

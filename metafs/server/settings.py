@@ -14,5 +14,6 @@ class Settings:
     max_watch: int = 10_000  # units in one /v1/watch
     body_timeout: float = 30.0  # a request body must arrive within this (seconds)
     answer_cache: int = 4096  # read answers kept until the next commit (0: none; see answers.py)
-    answer_bytes: int = 64 << 20  # ... and their bodies' total size
-    rendered_bytes: int = 64 << 20  # rendered whole unit views kept (see render.py)
+    answer_bytes: int = 16 << 20  # ... and their bodies' total size
+    view_bytes: int = 32 << 20  # built service views kept, estimated (see catalog/views.py)
+    rendered_bytes: int = 16 << 20  # rendered whole unit views kept (see render.py)

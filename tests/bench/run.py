@@ -22,7 +22,7 @@ from tests.support.servers import EXAMPLE, HEADERS, ROOT
 
 from .fixtures import server
 from .harness import QUICK, Report
-from .sections import cold, long_polls, page_cache, propagation, scale, throughput, warm
+from .sections import cold, long_polls, memory, page_cache, propagation, scale, throughput, warm
 from .workloads import big_service
 
 
@@ -44,6 +44,7 @@ def main() -> int:
                 section.run(report, tmp, srv)
         long_polls.run(report, tmp)
         scale.run(report, tmp)
+    memory.run(report)
     took = time.perf_counter() - t_start
     report.write(out / "bench.json", machine, took)
     print()

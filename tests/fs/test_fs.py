@@ -21,6 +21,7 @@ from tests.support.mounts import MakeMount, mounted, wait_for
 from tests.support.servers import HEADERS, ZK1, ZK1_PATH, ServerProcess, cli
 
 ZK2 = "f58ce48e-a4d5-4c1b-905f-ee3b15ccf117"
+WEB1 = "3b1f2c9e-0001-4a6e-9d2b-5c1e8f000001"  # another service than ZK1's
 
 
 def expected_files(node: object, base: Path) -> dict[Path, bytes | None]:
@@ -218,11 +219,14 @@ def test_outage_serves_stale_then_recovers(
     cached = m.path / ZK1 / "self" / "hostname"
     assert cached.read_text() == "s4-1\n"
     server.stop(signal.SIGKILL)
-    # cached views keep serving; a view never fetched gives EIO after the bounded wait
+    # cached views keep serving, and so do the views made from them (ZK2 is a peer of
+    # ZK1: its view is ZK1's with another self/); a view that can be neither fetched nor
+    # made gives EIO after the bounded wait
     assert cached.read_text() == "s4-1\n"
+    assert (m.path / ZK2 / "self" / "hostname").read_text() == "s4-2\n"
     t0 = time.monotonic()
     with pytest.raises(OSError) as exc:
-        (m.path / ZK2 / "self" / "hostname").read_text()
+        (m.path / WEB1 / "self" / "hostname").read_text()
     assert exc.value.errno == errno.EIO
     assert time.monotonic() - t0 < 4
     time.sleep(0.5)
@@ -231,6 +235,7 @@ def test_outage_serves_stale_then_recovers(
     put(server, f"{ZK1_PATH}/hostname", "after-outage")
     wait_for(lambda: cached.read_text() == "after-outage\n", timeout=15)
     assert (m.path / ZK2 / "self" / "hostname").read_text() == "s4-2\n"
+    assert (m.path / WEB1 / "self" / "hostname").read_text() == "web-1\n"
 
 
 def test_unmount_sigterm_and_dead_mounts(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,18 @@ def scale_document(
             "units": units,
         }
     return doc
+
+
+def read_all_views(url: str, units: int, clients: int = 8) -> None:
+    """GET ``/v1/view/<unit>/?format=meta`` of units ``u000000``.. from ``clients`` threads."""
+
+    def part(k: int) -> None:
+        with httpx.Client(base_url=url, headers=HEADERS, timeout=60) as c:
+            for n in range(k, units, clients):
+                c.get(f"/v1/view/u{n:06d}/", params={"format": "meta"}).raise_for_status()
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(part, range(clients)))
 
 
 def run(report: Report, tmp: Path) -> None:
@@ -96,6 +109,23 @@ def run(report: Report, tmp: Path) -> None:
             "the same unit view again (answer reused)",
             (view_again[0] / 1000, (view_again[1][0] / 1000, view_again[1][1] / 1000)),
             "ms",
+        )
+        # every unit's view read once (what a fleet of fresh mounts does): what the server
+        # keeps must stay within its bounds, not grow with the number of units
+        t0 = time.perf_counter()
+        read_all_views(srv.url, services * 100)
+        all_s = time.perf_counter() - t0
+        rss_all = rss_mb(srv.proc.pid)
+        report.record(
+            "scale", f"read all {services * 100} unit views once (8 clients)", (all_s, (all_s, all_s)), "s"
+        )
+        report.record(
+            "scale",
+            "server RSS after every view was read once",
+            (rss_all, (rss_all, rss_all)),
+            "MB",
+            baseline=("after the load", rss),
+            goal="<= 150 MB",
         )
         with mount(srv, tmp / "scale-mnt") as m:
             step = services * 100 // 100

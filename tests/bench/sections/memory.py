@@ -1,0 +1,104 @@
+"""What a kept thing costs, measured with tracemalloc in this process (not RSS): a built
+service view per unit, a mount's view tree per byte of its JSON and per view, an entry
+of the mount's inode table. The bounds' estimates (catalog/views.py BYTES_PER_UNIT,
+mount/viewcache.py TREE_PER_JSON_BYTE) are taken from these figures."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import tempfile
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from metafs import tree
+from metafs.catalog import Writes
+from metafs.catalog.views import BYTES_PER_UNIT, ServiceViews, service_view, view_tree
+from metafs.mount.inodes import InodeTable
+from metafs.mount.viewcache import TREE_PER_JSON_BYTE
+from metafs.store import open_store
+
+from ..harness import Report
+from ..workloads import big_service
+
+SERVICES, UNITS = 20, 100
+
+
+def allocated(make: Callable[[], Any]) -> tuple[int, Any]:
+    """Bytes that ``make()``'s result holds (tracemalloc, after a collection)."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    kept = make()
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    return sum(s.size_diff for s in after.compare_to(before, "filename")), kept
+
+
+def document() -> dict[str, Any]:
+    doc: dict[str, Any] = {"accounts": {"9": {"stacks": {"bench": {"services": {}}}}}}
+    services = doc["accounts"]["9"]["stacks"]["bench"]["services"]
+    for s in range(SERVICES):
+        services.update(big_service(UNITS, f"mem{s}")["accounts"]["9"]["stacks"]["bench"]["services"])
+    return doc
+
+
+async def measure(db: Path) -> dict[str, float]:
+    store = open_store(f"sqlite://{db}")
+    async with store.running():
+        await Writes(store).load(document())
+        cache = ServiceViews(1 << 40)
+        names = [f"mem{s}" for s in range(SERVICES)]
+        async with store.snapshot() as snap:
+            gc.collect()
+            tracemalloc.start()
+            before = tracemalloc.take_snapshot()
+            for name in names:
+                await service_view(snap, "9", "bench", name, cache)
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+            tracemalloc.stop()
+            views = sum(s.size_diff for s in after.compare_to(before, "filename"))
+            bodies = []
+            for name in names:
+                view = await view_tree(snap, f"{name}-00000", cache)
+                assert view is not None
+                bodies.append(json.dumps(tree.to_meta(view), separators=(",", ":")).encode())
+    await store.close()
+    trees, _ = allocated(lambda: [tree.from_meta(json.loads(b)) for b in bodies])
+    json_bytes = sum(map(len, bodies))
+    table = InodeTable(())
+    paths = [(f"u{i:05d}", "self", "hostname") for i in range(10_000)]
+    per_inode, _ = allocated(lambda: [table.looked_up(table.ino(p)) for p in paths])
+    return {
+        "service_view_per_unit": views / (SERVICES * UNITS),
+        "tree_per_json_byte": trees / json_bytes,
+        "tree_per_view": trees / SERVICES,
+        "json_per_view": json_bytes / SERVICES,
+        "per_inode": per_inode / len(paths),
+    }
+
+
+def run(report: Report) -> None:
+    print(f"memory: what kept things cost (tracemalloc; {SERVICES} services of {UNITS} units)")
+    with tempfile.TemporaryDirectory(prefix="metafs-memory-") as d:
+        m = asyncio.run(measure(Path(d) / "mem.db"))
+
+    def one(value: float) -> tuple[float, tuple[float, float]]:
+        return value, (value, value)
+
+    per_unit = ("the estimate (BYTES_PER_UNIT)", float(BYTES_PER_UNIT))
+    report.record(
+        "memory", "server: a kept service view, per unit", one(m["service_view_per_unit"]), "B", per_unit
+    )
+    per_byte = ("the estimate (TREE_PER_JSON_BYTE)", TREE_PER_JSON_BYTE)
+    report.record(
+        "memory", "mount: a view's tree, per byte of its JSON", one(m["tree_per_json_byte"]), "B", per_byte
+    )
+    report.record("memory", "mount: a view of a 100-unit service", one(m["tree_per_view"] / 1024), "KB")
+    report.record("memory", "mount: its meta JSON", one(m["json_per_view"] / 1024), "KB")
+    report.record("memory", "mount: an inode the kernel holds", one(m["per_inode"]), "B")
