@@ -29,7 +29,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import auth, catalog, model, protocol, tree
+from .. import auth, catalog, heap, model, protocol, tree
 from ..catalog.bodies import parse_body
 from ..catalog.paths import parse_doc_path, seed_to_target
 from ..catalog.views import ServiceViews
@@ -292,10 +292,17 @@ class Api:
     async def _load(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
         self._operator(request, principal, "load documents: that needs an operator token")
         body = await self.body(request)
+        big = len(body) >= heap.TRIM_AFTER
         data = parse_body(body, request.headers.get("content-type", ""), "load document")
-        if not isinstance(data, dict):
-            raise HTTPError(400, "load document: expected a mapping with accounts and/or hosts")
-        return self.written(request, await self.writes.load(data))
+        del body  # the document's bytes are not needed past here
+        try:
+            if not isinstance(data, dict):
+                raise HTTPError(400, "load document: expected a mapping with accounts and/or hosts")
+            return self.written(request, await self.writes.load(data))
+        finally:
+            del data
+            if big:
+                heap.trim()  # the document parsed and validated left its heap behind
 
     async def _write_token(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
         """POST mints a token (shown once), DELETE of ``/v1/tokens/<id>`` revokes one."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
+from functools import partial
+from typing import Protocol
 
 import anyio
 from starlette.applications import Starlette
@@ -28,6 +30,19 @@ from .api import Api
 from .http import TEXT, HTTPError, error_response, raw_path
 from .metrics import ServerMetrics, exposition
 from .settings import Settings
+
+
+class Kept(Protocol):
+    """A cache of the server: how many entries, and their bytes."""
+
+    @property
+    def size(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+
+def _size(cache: Kept) -> int:
+    return cache.size
 
 
 class MetadataServer:
@@ -61,6 +76,14 @@ class MetadataServer:
         )
         #: the ASGI application: the routes, behind the answers kept, measured
         self.app = self.metrics.middleware(self.answers)
+        kept: dict[str, Kept] = {
+            "answers": self.answers,
+            "views": self.api.reads.views,
+            "rendered": self.api.rendered,
+        }
+        for name, cache in kept.items():
+            self.metrics.cache_bytes.labels(name).set_function(partial(_size, cache))
+            self.metrics.cache_entries.labels(name).set_function(partial(len, cache))
 
     def _route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """``/v1/...`` straight to its handler; the rest (and the lifespan) through Starlette.

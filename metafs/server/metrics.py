@@ -79,6 +79,18 @@ class ServerMetrics:
         self.store_errors = Counter(
             "metafs_store_errors", "Requests answered 503 because the store failed", registry=self.registry
         )
+        self.cache_bytes = Gauge(
+            "metafs_cache_bytes",
+            "What each cache of the server holds, in bytes (views: estimated); each has a bound",
+            ["cache"],
+            registry=self.registry,
+        )
+        self.cache_entries = Gauge(
+            "metafs_cache_entries",
+            "Entries each cache of the server holds",
+            ["cache"],
+            registry=self.registry,
+        )
 
         self._revision = 0
 
