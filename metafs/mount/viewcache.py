@@ -15,6 +15,10 @@ leaves this token's scope (moved off the host), when nothing touched it for ``vi
 seconds, and, a whole service's views at a time, least recently used first, while the
 views kept take more than ``max_bytes`` (estimated from the JSON they were made from:
 see :data:`TREE_PER_JSON_BYTE`). The kernel is told, so that it asks again.
+
+Why this module passes 400 lines: fetching, deriving, watching and evicting all change
+the same three maps (views, the views of each service, fetches in flight) and each change
+must reach the listener in order; apart, they would reach into each other's state.
 """
 
 from __future__ import annotations

@@ -26,15 +26,7 @@ import httpx
 
 from tests.support.mounts import Mount, daemon_pids
 from tests.support.servers import HEADERS, ROOT, ServerProcess
-
-
-def usage(pid: int) -> tuple[float, int]:
-    """RSS in MB and open file descriptors of a process."""
-    rss = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) / 1024
-    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+from tests.support.soak import usage
 
 
 def inodes(mountpoint: Path) -> int:
