@@ -191,6 +191,7 @@ def main() -> int:
         print(f"churn over SQLite: {rounds} rounds of {units} units")
         (tmp / "sqlite").mkdir()
         reports.append(churn(rounds, units, tmp / "sqlite"))
+        (tmp / "etcd").mkdir()
         cluster = EtcdCluster(tmp / "etcd")
         try:
             cluster.start()
