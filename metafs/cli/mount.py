@@ -21,7 +21,18 @@ from typing import Any
 from .. import logs
 from ..client import ClientError
 from ..mount.options import MountOptions
-from .options import Failure, Subparsers, add_command, client_options, host_port, log_options, servers, token
+from .options import (
+    Failure,
+    Subparsers,
+    add_command,
+    client_options,
+    host_port,
+    log_options,
+    seconds,
+    servers,
+    size,
+    token,
+)
 
 DEFAULTS = MountOptions(mountpoint="", servers="")
 
@@ -180,7 +191,7 @@ def add_commands(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--view-ttl",
-        type=float,
+        type=seconds,
         default=DEFAULTS.view_ttl,
         metavar="SECONDS",
         help="host mode: drop a unit's view when nothing read it for this long; the next read"
@@ -188,7 +199,7 @@ def add_commands(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--cache-size",
-        type=int,
+        type=size,
         default=DEFAULTS.cache_size,
         metavar="BYTES",
         help="host mode: at most this much memory for views (estimated), least recently used"

@@ -93,6 +93,24 @@ def read_value(value: str) -> bytes:
     return value.encode()
 
 
+def size(text: str) -> int:
+    """A byte count or number of entries given as an option: a whole number >= 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 0")
+    return int(text)
+
+
+def seconds(text: str) -> float:
+    """A duration in seconds given as an option: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds > 0")
+    return value
+
+
 def host_port(value: str, flag: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit():

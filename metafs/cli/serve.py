@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import logs
 from ..server.settings import Settings
-from .options import Subparsers, add_command, log_options
+from .options import Subparsers, add_command, log_options, size
 
 DEFAULTS = Settings()
 
@@ -80,7 +80,7 @@ def add_commands(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--answer-cache",
-        type=int,
+        type=size,
         default=DEFAULTS.answer_cache,
         metavar="ENTRIES",
         help="read answers kept and reused until the next commit; 0 turns this off"
@@ -88,14 +88,14 @@ def add_commands(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--answer-cache-size",
-        type=int,
+        type=size,
         default=DEFAULTS.answer_bytes,
         metavar="BYTES",
         help="... and at most this many bytes of them (default: %(default)s)",
     )
     p.add_argument(
         "--view-cache-size",
-        type=int,
+        type=size,
         default=DEFAULTS.view_bytes,
         metavar="BYTES",
         help="built service views kept for the next request, estimated bytes; least recently used"
@@ -103,7 +103,7 @@ def add_commands(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--render-cache-size",
-        type=int,
+        type=size,
         default=DEFAULTS.rendered_bytes,
         metavar="BYTES",
         help="rendered whole unit views kept (one per unit and format), bytes (default: %(default)s)",

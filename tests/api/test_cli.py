@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.servers import EXAMPLE, HEADERS, OPERATOR_TOKEN, ROOT, ZK1, ZK1_PATH, ServerProcess, cli
 
@@ -138,3 +139,18 @@ def test_help_for_every_command() -> None:
 def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path / "x.db").start()
     assert srv.stop() == 0
+
+
+@pytest.mark.timeout(60)
+def test_bounds_must_be_numbers_that_make_sense(tmp_path: Path) -> None:
+    cases = [
+        (["mount", str(tmp_path), "--server", "127.0.0.1:1", "--cache-size", "-5"], "--cache-size: '-5'"),
+        (["mount", str(tmp_path), "--server", "127.0.0.1:1", "--view-ttl", "0"], "--view-ttl: '0'"),
+        (["serve", "--view-cache-size", "lots"], "--view-cache-size: 'lots'"),
+        (["serve", "--render-cache-size", "1.5"], "--render-cache-size: '1.5'"),
+    ]
+    for args, what in cases:
+        r = cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert what in r.stderr.splitlines()[-1], r.stderr
+    assert not any(tmp_path.iterdir())  # nothing was made or mounted
