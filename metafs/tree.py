@@ -171,13 +171,9 @@ def merge_meta(old: Node | None, data: Any, shared: _Shared | None = None) -> No
     return Dir(children, shared.number(data["r"]), shared.number(data["m"]), data.get("s", False))
 
 
-def from_meta(data: Any, shared: _Shared | None = None) -> Node:
-    """The inverse of :func:`to_meta`."""
-    shared = shared or _Shared()
-    if "c" in data:
-        children = {sys.intern(n): from_meta(c, shared) for n, c in data["c"].items()}
-        return Dir(children, shared.number(data["r"]), shared.number(data["m"]), data.get("s", False))
-    return shared.leaf(data)
+def from_meta(data: Any) -> Node:
+    """The inverse of :func:`to_meta` (a whole tree: a delta with nothing to keep)."""
+    return merge_meta(None, data)
 
 
 def descend(node: Node, names: Iterable[str]) -> Node | None:

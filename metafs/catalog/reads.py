@@ -18,8 +18,8 @@ from .views import ServiceViews, view_tree
 class Reads:
     """Trees of the catalog, read in a snapshot the caller holds."""
 
-    def __init__(self, views: ServiceViews | None = None) -> None:
-        self.views = views if views is not None else ServiceViews()
+    def __init__(self, views: ServiceViews) -> None:
+        self.views = views
 
     async def seed(self, snap: Snapshot, segs: list[str], scope: Scope) -> Node | None:
         """``/v1/kv/<account>/<stack>/<service>/<unit>/...``: the seed's layout."""

@@ -7,10 +7,10 @@ a unit's view (:class:`UnitView`) is its entry of ``all_hosts`` plus those share
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..lru import LRU
 from ..store import Snapshot
 from ..tree import Dir, Leaf, Node, Scalar
 from .keys import index_key, key_ids, record_key
@@ -126,18 +126,16 @@ class ServiceViews:
     built once per change rather than once per request. Bounded by an estimate of their
     memory (``max_bytes``), not by history: a service deleted, or found gone, is dropped."""
 
-    def __init__(self, max_bytes: int = 48 << 20) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[str, ...], ServiceView] = OrderedDict()
-        self._bytes = 0
+    def __init__(self, max_bytes: int) -> None:
+        self._views: LRU[tuple[str, ...], ServiceView] = LRU(self.weight, max_bytes)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._views)
 
     @property
     def size(self) -> int:
         """What the views kept weigh, estimated in bytes."""
-        return self._bytes
+        return self._views.size
 
     @staticmethod
     def weight(entry: ServiceView) -> int:
@@ -146,29 +144,20 @@ class ServiceViews:
     def drop(self, prefix: tuple[str, ...]) -> None:
         """Drop the views of every service at or below ``prefix`` (an account, a stack or a
         service: what a delete removed)."""
-        for key in [k for k in self._entries if k[: len(prefix)] == prefix]:
-            self._bytes -= self.weight(self._entries.pop(key))
+        for key in self._views:
+            if key[: len(prefix)] == prefix:
+                self._views.pop(key)
 
     def latest(self, key: tuple[str, ...]) -> ServiceView | None:
         """The last view built for ``key``, current or not (a rebuild reuses its parts)."""
-        return self._entries.get(key)
+        return self._views.peek(key)
 
     def get(self, key: tuple[str, ...], revs: tuple[int, ...]) -> ServiceView | None:
-        hit = self._entries.get(key)
-        if hit is None or hit.revs != revs:
-            return None
-        self._entries.move_to_end(key)
-        return hit
+        hit = self._views.peek(key)
+        return self._views.get(key) if hit is not None and hit.revs == revs else None
 
     def put(self, key: tuple[str, ...], entry: ServiceView) -> None:
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= self.weight(old)
-        self._entries[key] = entry
-        self._bytes += self.weight(entry)
-        while self._bytes > self.max_bytes and len(self._entries) > 1:
-            _, dropped = self._entries.popitem(last=False)
-            self._bytes -= self.weight(dropped)
+        self._views.put(key, entry)
 
 
 async def service_view(

@@ -9,14 +9,12 @@ on a command line) and returns when the daemon reports the mount ready.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from .. import logs
 from ..client import ClientError
@@ -54,11 +52,8 @@ def mount_options(args: argparse.Namespace) -> MountOptions:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    if args.options_stdin:  # the daemon started below: its options come from its parent
-        given = json.load(sys.stdin)
-        opts = MountOptions(**{**given["mount"], "metrics_listen": _pair(given["mount"]["metrics_listen"])})
-        return _foreground(opts, args.log_file, args.log_level, args.log_format, args.ready_fd)
-    opts = mount_options(args)
+    # the daemon started below gets its options from its parent, on its standard input
+    opts = MountOptions.from_json(json.load(sys.stdin)) if args.options_stdin else mount_options(args)
     if args.foreground:
         return _foreground(opts, args.log_file, args.log_level, args.log_format, args.ready_fd)
     from ..mount import mountpoint
@@ -81,7 +76,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     os.close(write_fd)
     assert proc.stdin is not None
     with proc.stdin:
-        proc.stdin.write(json.dumps({"mount": dataclasses.asdict(opts)}).encode())
+        proc.stdin.write(json.dumps(opts.as_json()).encode())
     with os.fdopen(read_fd, "rb") as ready:
         message = ready.readline().decode().strip()  # EOF if the daemon dies first
     if message == "ok":
@@ -90,10 +85,6 @@ def cmd_mount(args: argparse.Namespace) -> int:
         code = proc.wait()
         message = f"the mount daemon exited with status {code}; see {log_file}"
     raise Failure(message.removeprefix("error: "))
-
-
-def _pair(value: Any) -> tuple[str, int] | None:
-    return (str(value[0]), int(value[1])) if value else None
 
 
 def _foreground(opts: MountOptions, log_file: str | None, level: str, fmt: str, ready_fd: int | None) -> int:

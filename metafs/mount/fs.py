@@ -50,8 +50,8 @@ class MetaFS(pyfuse3.Operations):
         cache: ViewCache,
         inodes: InodeTable,
         notifier: KernelNotifier,
-        unit: str | None = None,
-        cache_timeout: float = 300.0,
+        unit: str | None,
+        cache_timeout: float,
     ) -> None:
         super().__init__()
         self.cache = cache

@@ -24,7 +24,6 @@ class InodeTable:
     """path <-> inode number, with the kernel's lookup count of each."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
         self._inos: dict[Path, int] = {root: pyfuse3.ROOT_INODE}
         self._paths: dict[int, Path] = {pyfuse3.ROOT_INODE: root}
         self._lookups: dict[int, int] = {}
@@ -49,21 +48,23 @@ class InodeTable:
 
     def forget(self, ino: int, n: int) -> None:
         """The kernel gives back ``n`` references; at none left, the path is dropped."""
-        left = self._lookups.get(ino, 0) - n
+        left = self._lookups.pop(ino, 0) - n
         if left > 0:
             self._lookups[ino] = left
-            return
-        self._lookups.pop(ino, None)
+        else:
+            self._drop(ino)
+
+    def drop_unreferenced(self, ino: int) -> None:
+        """Drop ``ino`` if the kernel holds no reference to it (a number given for an
+        entry the kernel did not take: a full readdir buffer)."""
+        if ino not in self._lookups:
+            self._drop(ino)
+
+    def _drop(self, ino: int) -> None:
         if ino != pyfuse3.ROOT_INODE:
             path = self._paths.pop(ino, None)
             if path is not None and self._inos.get(path) == ino:
                 del self._inos[path]
-
-    def drop_unreferenced(self, ino: int) -> None:
-        """Drop ``ino`` if the kernel holds no reference to it (a number given for an
-        answer the kernel never took, such as an error after it was made)."""
-        if ino not in self._lookups and ino != pyfuse3.ROOT_INODE:
-            self.forget(ino, 0)
 
     def known(self, path: Path) -> int | None:
         """The inode number of ``path`` if the kernel holds it, else None."""

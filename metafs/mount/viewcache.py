@@ -238,9 +238,9 @@ class ViewCache:
     def _join(self, view: View) -> None:
         """Keep ``view``, and have the watcher watch it too; then keep within the bound."""
         self.views[view.unit_id] = view
-        self._by_service.setdefault(service_of(view.root), set()).add(view.unit_id)
+        self._track(view.unit_id, service_of(view.root))
         self._restart_poll()
-        self._keep_within(self.max_bytes)
+        self._keep_within()
 
     async def load_units(self) -> None:
         """Fetch the list of units (host mode), telling the filesystem what changed."""
@@ -248,7 +248,7 @@ class ViewCache:
         new = from_meta(ans.json())
         assert isinstance(new, Dir)
         if len(ans.body) >= heap.TRIM_AFTER:  # 100,000 units: ~60 MB of decoding left behind
-            heap.trim()
+            await trio.to_thread.run_sync(heap.trim)
         old, self.units = self.units, new
         self.units_seen = int(ans.headers.get("x-metafs-revision", "0"))
         self.listener.list_changed(old, new)
@@ -261,19 +261,26 @@ class ViewCache:
         """Return after the next change of the list of units."""
         await self._units_changed.wait()
 
-    def _drop(self, unit_id: str, why: str = "unit deleted") -> None:
-        """Drop a view and tell the kernel: its files are gone (or must be asked for again)."""
+    def _drop(self, unit_id: str, evicted: str = "") -> None:
+        """Drop a view and tell the kernel: its files are gone (the unit is, or is out of
+        scope) or must be asked for again (``evicted``: why, while the unit exists)."""
         old = self.views.pop(unit_id, None)
         if old is not None:
-            service = service_of(old.root)
-            peers = self._by_service.get(service)
-            if peers is not None:
-                peers.discard(unit_id)
-                if not peers:
-                    del self._by_service[service]
-            log.debug("view %s: %s", unit_id, why)
-            self.stats.evictions += why != "unit deleted"
+            self._untrack(unit_id, service_of(old.root))
+            if evicted:
+                self.stats.evictions += 1
+            log.debug("view %s: dropped, %s", unit_id, evicted or "the unit is gone or out of scope")
             self.listener.view_changed(unit_id, old.root, None)
+
+    def _track(self, unit_id: str, service: str) -> None:
+        self._by_service.setdefault(service, set()).add(unit_id)
+
+    def _untrack(self, unit_id: str, service: str) -> None:
+        peers = self._by_service.get(service)
+        if peers is not None:
+            peers.discard(unit_id)
+            if not peers:
+                del self._by_service[service]
 
     @property
     def size(self) -> int:
@@ -283,33 +290,32 @@ class ViewCache:
     def _weigh(self, peers: set[str]) -> int:
         return int(max(self.views[u].made_of for u in peers) * TREE_PER_JSON_BYTE)
 
-    def _keep_within(self, max_bytes: int) -> None:
+    def _keep_within(self) -> None:
         """Drop whole services' views, least recently used first, while the views kept
         weigh more than ``max_bytes`` (the one used last always stays)."""
         total = self.size
-        if total <= max_bytes:
+        if total <= self.max_bytes:
             return
         by_use = sorted(self._by_service.items(), key=lambda kv: max(self.views[u].used for u in kv[1]))
         for _, peers in by_use[:-1]:
-            if total <= max_bytes:
+            if total <= self.max_bytes:
                 break
             if any(self.listener.keeps(u) for u in peers):
                 continue
             total -= self._weigh(peers)
             for uid in list(peers):
-                self._drop(uid, "over --cache-size")
+                self._drop(uid, evicted="over --cache-size")
 
-    def evict_idle(self, now: float | None = None) -> int:
-        """Drop the views nothing asked for within ``view_ttl`` seconds; how many."""
-        now = time.monotonic() if now is None else now
+    def evict_idle(self) -> None:
+        """Drop the views nothing asked for within ``view_ttl`` seconds."""
+        now = time.monotonic()
         idle = [
             v.unit_id
             for v in self.views.values()
             if now - v.used > self.view_ttl and not self.listener.keeps(v.unit_id)
         ]
         for uid in idle:
-            self._drop(uid, "idle for --view-ttl")
-        return len(idle)
+            self._drop(uid, evicted="idle for --view-ttl")
 
     async def _evict_idle_forever(self) -> None:
         while True:
@@ -470,10 +476,8 @@ class ViewCache:
         new.used = old.used
         before, after = service_of(old.root), service_of(new.root)
         if before != after:  # moved to another service (under the same id)
-            self._by_service.get(before, set()).discard(unit_id)
-            self._by_service.setdefault(after, set()).add(unit_id)
-            if not self._by_service.get(before, True):
-                del self._by_service[before]
+            self._untrack(unit_id, before)
+            self._track(unit_id, after)
         self.views[unit_id] = new
         self.stats.last_change = time.time()
         return old

@@ -16,12 +16,12 @@ answers other than 200/304 and stores without a cheap head (etcd) pass straight 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..lru import LRU
 from .http import is_long_poll, raw_path
 
 #: the request headers an answer depends on (see ``Api.principal`` and ``Api.read``)
@@ -66,8 +66,8 @@ class AnswerCache:
         app: ASGIApp,
         head: Callable[[], int | None],
         *,
-        entries: int = 4096,
-        max_bytes: int = 64 << 20,
+        entries: int,
+        max_bytes: int,
         max_body: int = 1 << 20,
         on_reuse: Callable[[], object] = lambda: None,
     ) -> None:
@@ -78,8 +78,7 @@ class AnswerCache:
         self.max_body = max_body
         self.on_reuse = on_reuse
         self._revision: int | None = None
-        self._answers: OrderedDict[Key, _Answer] = OrderedDict()
-        self._bytes = 0  # the kept bodies' total size
+        self._answers: LRU[Key, _Answer] = LRU(lambda a: len(a.body), max_bytes, max(entries, 1))
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -87,7 +86,7 @@ class AnswerCache:
     @property
     def size(self) -> int:
         """The kept bodies' total size in bytes."""
-        return self._bytes
+        return self._answers.size
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # not a coroutine itself: what passes through (a parked long poll) keeps no frame
@@ -107,11 +106,9 @@ class AnswerCache:
         """Send the kept answer, or make one and keep it."""
         if revision != self._revision:  # something was committed: every answer is old
             self._answers.clear()
-            self._bytes = 0
             self._revision = revision
         answer = self._answers.get(key)
         if answer is not None:
-            self._answers.move_to_end(key)
             self.on_reuse()
             await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
             await send({"type": "http.response.body", "body": answer.body})
@@ -145,8 +142,4 @@ class AnswerCache:
             and len(body) <= min(self.max_body, self.max_bytes)
             and key not in self._answers  # another request made it meanwhile
         ):
-            self._answers[key] = _Answer(start["status"], headers, body)
-            self._bytes += len(body)
-            while len(self._answers) > self.entries or self._bytes > self.max_bytes:
-                _, dropped = self._answers.popitem(last=False)
-                self._bytes -= len(dropped.body)
+            self._answers.put(key, _Answer(start["status"], headers, body))

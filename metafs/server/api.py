@@ -122,9 +122,13 @@ class Api:
         except TooLarge as exc:
             return error_response(request, HTTPError(413, str(exc)))
         except StoreError as exc:
-            self.metrics.store_errors.inc()
-            log.error("store unavailable: %s", exc)
-            return error_response(request, HTTPError(503, "the metadata store is unavailable"))
+            return self.store_unavailable(request, exc)
+
+    def store_unavailable(self, request: Request, exc: StoreError) -> Response:
+        """The 503 of a request the store failed, counted and logged."""
+        self.metrics.store_errors.inc()
+        log.error("store unavailable: %s", exc)
+        return error_response(request, HTTPError(503, "the metadata store is unavailable"))
 
     async def _route(self, request: Request) -> Response:
         segs, _ = split_path(raw_path(request.scope), "/v1/")
@@ -301,8 +305,8 @@ class Api:
             return self.written(request, await self.writes.load(data))
         finally:
             del data
-            if big:
-                heap.trim()  # the document parsed and validated left its heap behind
+            if big:  # the document parsed and validated left its heap behind
+                await anyio.to_thread.run_sync(heap.trim)
 
     async def _write_token(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
         """POST mints a token (shown once), DELETE of ``/v1/tokens/<id>`` revokes one."""

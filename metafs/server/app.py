@@ -27,7 +27,7 @@ from ..store import Store, StoreError
 from . import static
 from .answers import AnswerCache
 from .api import Api
-from .http import TEXT, HTTPError, error_response, raw_path
+from .http import TEXT, raw_path
 from .metrics import ServerMetrics, exposition
 from .settings import Settings
 
@@ -122,9 +122,8 @@ class MetadataServer:
     async def healthz(self, request: Request) -> Response:
         try:
             rev = await self.store.revision()
-        except StoreError:
-            self.metrics.store_errors.inc()
-            return error_response(request, HTTPError(503, "the metadata store is unavailable"))
+        except StoreError as exc:
+            return self.api.store_unavailable(request, exc)
         return Response(f"ok revision {rev}\n", headers={REVISION_HEADER: str(rev)}, media_type=TEXT)
 
     async def metrics_page(self, request: Request) -> Response:

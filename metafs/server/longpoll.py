@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
+from contextlib import AbstractContextManager
 
 import anyio
 from starlette.requests import Request
@@ -30,9 +31,9 @@ class LongPolls:
     """The polls parked now, the sweep that ends those nobody waits for, and the answers
     woken polls share."""
 
-    def __init__(self, store: Store, in_progress: Callable[[], object]) -> None:
+    def __init__(self, store: Store, in_progress: Callable[[], AbstractContextManager[object]]) -> None:
         self.store = store
-        #: ``in_progress()`` is a context manager counting the polls parked (a gauge)
+        #: ``in_progress()`` counts the polls parked while they are (a gauge's track_inprogress)
         self.in_progress = in_progress
         self.closing = False
         self._parked: dict[asyncio.Task[object], Request] = {}  # long polls waiting, by task
@@ -40,9 +41,6 @@ class LongPolls:
         self._woke = 0  # the revision the shared rereads and responses below are for
         self._rereads: dict[Hashable, asyncio.Future[Read]] = {}
         self._responses: dict[Hashable, Response] = {}
-
-    def __len__(self) -> int:
-        return len(self._parked)
 
     async def wait(
         self,
@@ -61,7 +59,7 @@ class LongPolls:
         deadline = time.monotonic() + wait
         task = asyncio.current_task()
         assert task is not None
-        with self.in_progress():  # type: ignore[attr-defined]
+        with self.in_progress():
             self._parked[task] = request
             try:
                 while not self.closing and (left := deadline - time.monotonic()) > 0:

@@ -9,7 +9,6 @@ what it was made from, under a byte bound.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Callable
 from email.utils import formatdate
 
@@ -18,6 +17,7 @@ from starlette.responses import Response
 
 from .. import tree
 from ..catalog.views import UnitView
+from ..lru import LRU
 from ..protocol import INDEX_HEADER, KIND_HEADER, REVISION_HEADER
 from ..store import Snapshot
 from .http import JSON, TEXT, HTTPError, wants_json
@@ -30,19 +30,19 @@ class RenderedViews:
     one per revision. Least recently used out first once their total passes
     ``max_bytes`` (0 keeps none); a service's are dropped when it is deleted."""
 
-    def __init__(self, max_bytes: int = 32 << 20) -> None:
+    def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         #: (unit id, format) -> (what it was made from, the body, its service's ids)
-        self._bodies: OrderedDict[tuple[str, str], tuple[Made, bytes, tuple[str, ...]]] = OrderedDict()
-        self._by_service: dict[tuple[str, ...], set[tuple[str, str]]] = {}
-        self._bytes = 0
+        self._bodies: LRU[tuple[str, str], tuple[Made, bytes, tuple[str, ...]]] = LRU(
+            lambda kept: len(kept[1]), max_bytes
+        )
 
     def __len__(self) -> int:
         return len(self._bodies)
 
     @property
     def size(self) -> int:
-        return self._bytes
+        return self._bodies.size
 
     def body(self, view: UnitView, fmt: str, make: Callable[[], bytes]) -> bytes:
         """``make()``'s bytes, made once per unit, format and state of the view."""
@@ -52,37 +52,21 @@ class RenderedViews:
         key = (view.unit_id, fmt)
         kept = self._bodies.get(key)
         if kept is not None and kept[0] == made:
-            self._bodies.move_to_end(key)
             return kept[1]
         body = make()
-        self._forget(key)
         if len(body) <= self.max_bytes:
-            service = view.shared.ids
-            self._bodies[key] = (made, body, service)
-            self._by_service.setdefault(service, set()).add(key)
-            self._bytes += len(body)
-            while self._bytes > self.max_bytes:
-                self._forget(next(iter(self._bodies)))
+            self._bodies.put(key, (made, body, view.shared.ids))
+        else:
+            self._bodies.pop(key)
         return body
 
     def drop(self, prefix: tuple[str, ...]) -> None:
         """Drop the bodies of every unit of the services at or below ``prefix`` (an
         account, a stack or a service: what a delete removed)."""
-        for service in [s for s in self._by_service if s[: len(prefix)] == prefix]:
-            for key in list(self._by_service.get(service, ())):
-                self._forget(key)
-
-    def _forget(self, key: tuple[str, str]) -> None:
-        kept = self._bodies.pop(key, None)
-        if kept is None:
-            return
-        _, body, service = kept
-        self._bytes -= len(body)
-        keys = self._by_service.get(service)
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._by_service[service]
+        for key in self._bodies:
+            kept = self._bodies.peek(key)
+            if kept is not None and kept[2][: len(prefix)] == prefix:
+                self._bodies.pop(key)
 
 
 def read_response(

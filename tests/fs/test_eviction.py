@@ -66,8 +66,17 @@ def test_inodes_are_what_the_kernel_holds(
 ) -> None:
     m = make_mount(server.url)
     start = in_use(m.path)
-    ino = (m.path / ZK1 / "self" / "hostname").stat().st_ino
-    assert (m.path / ZK1 / "self" / "hostname").stat().st_ino == ino  # stable while held
+    hostname = m.path / ZK1 / "self" / "hostname"
+    fd = os.open(hostname, os.O_RDONLY)  # held by the kernel while open
+    try:
+        ino = os.fstat(fd).st_ino
+        r = httpx.put(f"{server.url}/v1/kv/{ZK1_PATH}/hostname", content="renamed", headers=HEADERS)
+        assert r.status_code == 200
+        wait_for(lambda: hostname.read_text() == "renamed\n")
+        # the value changed, its attributes were invalidated: the number stays
+        assert hostname.stat().st_ino == ino == os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
     for unit in os.listdir(m.path):
         for name in os.listdir(m.path / unit / "self"):
             (m.path / unit / "self" / name).stat()
@@ -76,4 +85,4 @@ def test_inodes_are_what_the_kernel_holds(
     assert status(m.path).inodes == held
     Path("/proc/sys/vm/drop_caches").write_text("2")  # the kernel forgets what it can
     wait_for(lambda: in_use(m.path) <= start + 2, timeout=5)
-    assert (m.path / ZK1 / "self" / "hostname").read_text() == "s4-1\n"
+    assert hostname.read_text() == "renamed\n"  # looked up again after the forget: right

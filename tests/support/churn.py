@@ -58,6 +58,19 @@ def service(name: str, units: int, hosts: dict[str, str]) -> dict[str, Any]:
     }
 
 
+class Steps:
+    """How long each step of a round took: ``step("name")`` ends the step so named."""
+
+    def __init__(self) -> None:
+        self.took: dict[str, float] = {}
+        self._since = time.monotonic()
+
+    def __call__(self, name: str) -> None:
+        now = time.monotonic()
+        self.took[name] = round(now - self._since, 2)
+        self._since = now
+
+
 def wait_until(mountpoint: Path, check: Any, what: str, timeout: float = 20.0) -> None:
     """Until ``check(names listed at mountpoint)`` holds."""
     deadline = time.monotonic() + timeout
@@ -86,13 +99,7 @@ def churn(rounds: int, units: int, tmp: Path, store: str | None = None) -> dict[
         for r in range(rounds):
             name = f"r{r:03d}"
             ids = [f"{name}-{i:04d}" for i in range(units)]
-            steps: dict[str, float] = {}
-            t_step = time.monotonic()
-
-            def step(what: str, steps: dict[str, float] = steps) -> None:
-                nonlocal t_step
-                steps[what] = round(time.monotonic() - t_step, 2)
-                t_step = time.monotonic()
+            step = Steps()
 
             http.post("/v1/load", json=service(name, units, {})).raise_for_status()
             step("load")
@@ -135,7 +142,7 @@ def churn(rounds: int, units: int, tmp: Path, store: str | None = None) -> dict[
                 "daemon_rss_mb": round(daemon_rss, 1),
                 "daemon_fds": daemon_fds,
                 "inodes": inodes(mount.path),
-                "steps": steps,
+                "steps": step.took,
             }
             per_round.append(row)
             print("  " + json.dumps(row), flush=True)
@@ -179,7 +186,8 @@ def flat(report: dict[str, Any]) -> list[str]:
     start, settled = report["start_inodes"], report["settled"]["inodes"]
     if settled > start + max(0.1 * start, 5):
         problems.append(f"daemon inodes {settled} 10 s after the last deletes, {start} at the start")
-    return problems + report["wrong"]
+    wrong: list[str] = report["wrong"]
+    return problems + wrong
 
 
 def main() -> int:

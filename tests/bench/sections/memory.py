@@ -10,7 +10,8 @@ import gc
 import json
 import tempfile
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,21 @@ from ..workloads import big_service
 SERVICES, UNITS = 20, 100
 
 
-def allocated(make: Callable[[], Any]) -> tuple[int, Any]:
-    """Bytes that ``make()``'s result holds (tracemalloc, after a collection)."""
+@contextmanager
+def allocated() -> Iterator[list[int]]:
+    """``with allocated() as got:``: afterwards ``got[0]`` is the bytes that what the block
+    made still holds (tracemalloc, after a collection)."""
+    got = [0]
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
-    kept = make()
-    gc.collect()
-    after = tracemalloc.take_snapshot()
-    tracemalloc.stop()
-    return sum(s.size_diff for s in after.compare_to(before, "filename")), kept
+    try:
+        yield got
+    finally:
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        got[0] = sum(s.size_diff for s in after.compare_to(before, "filename"))
 
 
 def document() -> dict[str, Any]:
@@ -54,32 +60,30 @@ async def measure(db: Path) -> dict[str, float]:
         cache = ServiceViews(1 << 40)
         names = [f"mem{s}" for s in range(SERVICES)]
         async with store.snapshot() as snap:
-            gc.collect()
-            tracemalloc.start()
-            before = tracemalloc.take_snapshot()
-            for name in names:
-                await service_view(snap, "9", "bench", name, cache)
-            gc.collect()
-            after = tracemalloc.take_snapshot()
-            tracemalloc.stop()
-            views = sum(s.size_diff for s in after.compare_to(before, "filename"))
+            with allocated() as views:
+                for name in names:
+                    await service_view(snap, "9", "bench", name, cache)
             bodies = []
             for name in names:
                 view = await view_tree(snap, f"{name}-00000", cache)
                 assert view is not None
                 bodies.append(json.dumps(tree.to_meta(view), separators=(",", ":")).encode())
     await store.close()
-    trees, _ = allocated(lambda: [tree.from_meta(json.loads(b)) for b in bodies])
+    with allocated() as trees:
+        kept = [tree.from_meta(json.loads(b)) for b in bodies]
     json_bytes = sum(map(len, bodies))
     table = InodeTable(())
     paths = [(f"u{i:05d}", "self", "hostname") for i in range(10_000)]
-    per_inode, _ = allocated(lambda: [table.looked_up(table.ino(p)) for p in paths])
+    with allocated() as inodes:
+        for p in paths:
+            table.looked_up(table.ino(p))
+    assert len(kept) == SERVICES and len(table) == len(paths) + 1
     return {
-        "service_view_per_unit": views / (SERVICES * UNITS),
-        "tree_per_json_byte": trees / json_bytes,
-        "tree_per_view": trees / SERVICES,
+        "service_view_per_unit": views[0] / (SERVICES * UNITS),
+        "tree_per_json_byte": trees[0] / json_bytes,
+        "tree_per_view": trees[0] / SERVICES,
         "json_per_view": json_bytes / SERVICES,
-        "per_inode": per_inode / len(paths),
+        "per_inode": inodes[0] / len(paths),
     }
 
 
