@@ -52,3 +52,9 @@ def doc_path(kind: str, ids: tuple[str, ...]) -> str:
     if kind == "host":
         return f"hosts.{ids[0]}"
     return ".".join(f"{c}.{i}" for c, i in zip(COLLECTIONS, ids, strict=False))
+
+
+def view_prefixes(a: str, t: str, s: str) -> list[str]:
+    """What the views of service ``a/t/s`` are read from: its units, its stack's services
+    (a unit's ``stack/services/``), the stack, and every host."""
+    return [record_key("unit", (a, t, s)), record_key("service", (a, t)), record_key("stack", (a, t)), "h/"]

@@ -7,7 +7,7 @@ import json
 
 from ..store import Snapshot
 from ..tree import Dir, Leaf, Node, descend
-from .keys import COLLECTIONS, KIND_PREFIX, LEVELS, index_key, key_ids, record_key
+from .keys import COLLECTIONS, KIND_PREFIX, LEVELS, index_key, key_ids, view_prefixes
 from .paths import check_ids, parse_doc_path
 from .records import Record
 from .scope import Scope
@@ -136,25 +136,26 @@ async def watch_tree(snap: Snapshot, unit_ids: list[str], with_list: bool, scope
     (``units/<id>``), and when the list of units last changed (``list``). Long-polled,
     this is how one request keeps many views fresh. Units outside the scope are left out
     (a unit moved off a host disappears from its mount)."""
-    units = Dir()
-    shared: dict[str, int] = {}  # the units of one service share all but their index key
     # out of scope (or moved out of it): left out, so the watcher drops it
     wanted = [u for u in unit_ids if scope is None or scope.units is None or u in scope.units]
     keys = [index_key(uid) for uid in wanted]
-    # two reads for all units (one round trip each on etcd), not two per unit
+    # three reads in all (one round trip each on etcd), however many units and services
     changes = await snap.last_changes_at(keys)
     found = await snap.get_many(keys)
+    services = sorted({idx.value for idx in found.values() if idx is not None})
+    per_service = [view_prefixes(*service.split("/")) for service in services]
+    flat = [p for prefixes in per_service for p in prefixes]
+    stamps = await snap.last_changes_at(flat) if flat else []
+    # the units of one service share all but their index key: when its records last changed
+    shared: dict[str, int] = {}
+    at = 0
+    for service, prefixes in zip(services, per_service, strict=True):
+        shared[service] = max(rev for rev, _ in stamps[at : at + len(prefixes)])
+        at += len(prefixes)
+    units = Dir()
     for uid, key, (rev, _) in zip(wanted, keys, changes, strict=True):
         idx = found[key]
         if idx is not None:
-            if idx.value not in shared:
-                a, t, s = idx.value.split("/")
-                prefixes = [
-                    record_key("unit", (a, t, s)),
-                    record_key("service", (a, t)),
-                    record_key("stack", (a, t)),
-                ]
-                shared[idx.value] = max(rev for rev, _ in await snap.last_changes_at([*prefixes, "h/"]))
             rev = max(rev, shared[idx.value])
         units.add(uid, Leaf(rev, rev))
     d = Dir()

@@ -13,7 +13,7 @@ from typing import Any
 from ..lru import LRU
 from ..store import Snapshot
 from ..tree import Dir, Leaf, Node, Scalar
-from .keys import index_key, key_ids, record_key
+from .keys import index_key, key_ids, record_key, view_prefixes
 from .records import Record, iso
 
 
@@ -164,13 +164,7 @@ async def service_view(
     snap: Snapshot, a: str, t: str, s: str, cache: ServiceViews | None = None
 ) -> ServiceView | None:
     """The shared part of the views of service ``a/t/s`` (from ``cache`` when current)."""
-    prefixes = [
-        record_key("unit", (a, t, s)),
-        record_key("service", (a, t)),
-        record_key("stack", (a, t)),
-        "h/",
-    ]
-    stamps = await snap.last_changes_at(prefixes)
+    stamps = await snap.last_changes_at(view_prefixes(a, t, s))
     revs = tuple(rev for rev, _ in stamps)
     if cache is not None and (hit := cache.get((a, t, s), revs)):
         return hit

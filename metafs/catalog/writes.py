@@ -71,7 +71,8 @@ class Writes:
         wanted = [r.key for r in records]
         wanted += [index_key(r.ids[3]) for r in records if r.kind == "unit"]
         found = await snap.get_many(wanted)  # one round trip where the store allows
-        for kind, ids, data, key in ((r.kind, r.ids, r.data, r.key) for r in records):
+        for r in records:
+            kind, ids, data, key = r.kind, r.ids, r.data, r.key
             item = found[key]
             old = Record.load(item) if item else None
             if kind == "unit":
