@@ -14,12 +14,20 @@ V = TypeVar("V")
 class LRU(Generic[K, V]):
     """``weigh(value)`` is a value's weight; while the total passes ``max_bytes`` (or the
     count ``max_entries``), the least recently used go first, but the one put last stays:
-    a caller that must not keep something bigger than the bound checks it before."""
+    a caller that must not keep something bigger than the bound checks it before.
+    ``on_evict(key, value)`` is told of each value the bound pushes out."""
 
-    def __init__(self, weigh: Callable[[V], int], max_bytes: int, max_entries: int | None = None) -> None:
+    def __init__(
+        self,
+        weigh: Callable[[V], int],
+        max_bytes: int,
+        max_entries: int | None = None,
+        on_evict: Callable[[K, V], None] | None = None,
+    ) -> None:
         self.weigh = weigh
         self.max_bytes = max_bytes
         self.max_entries = max_entries
+        self.on_evict = on_evict
         self._items: OrderedDict[K, V] = OrderedDict()
         self._bytes = 0
 
@@ -56,8 +64,10 @@ class LRU(Generic[K, V]):
             self._bytes > self.max_bytes
             or (self.max_entries is not None and len(self._items) > self.max_entries)
         ):
-            _, dropped = self._items.popitem(last=False)
+            gone, dropped = self._items.popitem(last=False)
             self._bytes -= self.weigh(dropped)
+            if self.on_evict is not None:
+                self.on_evict(gone, dropped)
 
     def pop(self, key: K) -> V | None:
         value = self._items.pop(key, None)

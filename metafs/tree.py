@@ -156,18 +156,35 @@ class _Shared:
         return Leaf(self.value(data["v"]), self.number(data["r"]), self.number(data["m"]))
 
 
-def merge_meta(old: Node | None, data: Any, shared: _Shared | None = None) -> Node:
+#: ``pack(path, data)``: a node to stand for the subtree ``data`` at ``path`` (the names
+#: from the root), made some other way than :func:`merge_meta` would; None to let it
+Pack = Callable[[tuple[str, ...], Any], "Node | None"]
+
+
+def merge_meta(
+    old: Node | None,
+    data: Any,
+    shared: _Shared | None = None,
+    pack: Pack | None = None,
+    path: tuple[str, ...] = (),
+) -> Node:
     """The tree a :func:`to_meta_keeping` delta describes, reusing ``old``'s unchanged
-    subtrees (the same objects: the filesystem's diff skips them). Raises KeyError when
-    the delta keeps something ``old`` does not have."""
+    subtrees (the same objects: the filesystem's diff skips them); each new subtree is
+    first offered to ``pack``. Raises KeyError when the delta keeps something ``old``
+    does not have."""
     shared = shared or _Shared()
     if "c" not in data:
         return shared.leaf(data)
     before = old.children if isinstance(old, Dir) else {}
-    children = {
-        sys.intern(n): before[n] if c == KEEP else merge_meta(before.get(n), c, shared)
-        for n, c in data["c"].items()
-    }
+    children: dict[str, Node] = {}
+    for n, c in data["c"].items():
+        name = sys.intern(n)
+        if c == KEEP:
+            children[name] = before[n]
+            continue
+        here = (*path, name) if pack is not None else path
+        made = pack(here, c) if pack is not None else None
+        children[name] = made if made is not None else merge_meta(before.get(n), c, shared, pack, here)
     return Dir(children, shared.number(data["r"]), shared.number(data["m"]), data.get("s", False))
 
 

@@ -92,7 +92,7 @@ class KernelNotifier:
             self._inode(ino, attr_only=True)
         for name in old.children.keys() | new.children.keys():
             o, n = old.children.get(name), new.children.get(name)
-            if o is None or n is None or type(o) is not type(n):
+            if o is None or n is None or isinstance(o, Leaf) is not isinstance(n, Leaf):
                 self._entry(path, name)
                 if o is not None and n is not None:  # a file became a directory: new inode
                     self.inodes.renumber((*path, name))

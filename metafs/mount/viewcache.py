@@ -14,7 +14,7 @@ the views of one service share one tree. A view is dropped when its unit is dele
 leaves this token's scope (moved off the host), when nothing touched it for ``view_ttl``
 seconds, and, a whole service's views at a time, least recently used first, while the
 views kept take more than ``max_bytes`` (estimated from the JSON they were made from:
-see :data:`TREE_PER_JSON_BYTE`). The kernel is told, so that it asks again.
+see packing.py: peers are kept deflated). The kernel is told, so that it asks again.
 
 Why this module passes 400 lines: fetching, deriving, watching and evicting all change
 the same three maps (views, the views of each service, fetches in flight) and each change
@@ -33,6 +33,7 @@ import trio
 from .. import heap
 from ..client import AsyncMetadataClient, ClientError
 from ..tree import Dir, Leaf, descend, from_meta, merge_meta
+from .packing import PeerPacker, Unpacked, zdict_of
 
 log = logging.getLogger("metafs.views")
 
@@ -43,9 +44,8 @@ BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 #: Nothing is missed meanwhile: the next poll asks for every change after what each view
 #: has seen.
 JOIN_SETTLE = 0.02
-#: what a tree costs in memory per byte of the meta JSON it was made from (tracemalloc,
-#: a 100-unit service's view: see the README's performance section)
-TREE_PER_JSON_BYTE = 2.4
+#: the share of ``max_bytes`` that peers unpacked for reading may take (see packing.py)
+UNPACKED_SHARE = 4
 
 
 class ViewUnavailable(Exception):
@@ -64,9 +64,10 @@ class View:
     #: watch answer since): the watcher refetches it when the server reports a change to
     #: anything it shows after this revision
     seen: int
-    #: the meta JSON's size in bytes of the fetch this view's tree came from (a derived
-    #: view shares its peer's tree: it counts with it, see ViewCache._weigh)
-    made_of: int = 0
+    #: what this view's tree weighs, estimated in bytes when it was fetched whole (its
+    #: peers packed; a derived view shares its peer's tree: it counts with it, see
+    #: ViewCache._weigh)
+    weight: int = 0
     used: float = field(default_factory=time.monotonic)  # when a handler last asked for it
 
 
@@ -123,6 +124,7 @@ class ViewCache:
         self.poll_wait = poll_wait
         self.view_ttl = view_ttl
         self.max_bytes = max_bytes
+        self.unpacked = Unpacked(max_bytes // UNPACKED_SHARE)  # peers being read
         self.views: dict[str, View] = {}
         self.units = Dir()  # host mode: every unit id the server lists
         self.units_seen = 0
@@ -204,15 +206,16 @@ class ViewCache:
         if ans.status in (403, 404):  # gone, or no longer ours to see: the same to the mount
             return None
         seen = int(ans.headers.get("x-metafs-revision", "0"))
+        packer = PeerPacker(self.unpacked, zdict_of(base.root) if base else None)
         try:
-            root = merge_meta(base.root, ans.json()) if base else from_meta(ans.json())
+            root = merge_meta(base.root if base else None, ans.json(), pack=packer)
         except KeyError:  # the delta keeps what we do not have: take it whole
             return await self._fetch(unit_id)
         assert isinstance(root, Dir)
         # a delta is small but the tree it updates is not: a view weighs what its last
         # whole fetch did
-        made_of = base.made_of if base is not None and base.made_of else len(ans.body)
-        return View(unit_id, root, seen, made_of)
+        weight = base.weight if base is not None and base.weight else packer.weight(len(ans.body))
+        return View(unit_id, root, seen, weight)
 
     def _from_peer(self, unit_id: str) -> View | None:
         """Host mode: the view of ``unit_id`` made from a cached view of a peer (the same
@@ -284,25 +287,24 @@ class ViewCache:
 
     @property
     def size(self) -> int:
-        """What the views kept weigh, estimated in bytes: each service's tree once."""
-        return sum(self._weigh(peers) for peers in self._by_service.values())
+        """What the views kept weigh, estimated in bytes: each service's tree once (its
+        peers packed), and the peers unpacked for reading."""
+        return sum(self._weigh(peers) for peers in self._by_service.values()) + self.unpacked.size
 
     def _weigh(self, peers: set[str]) -> int:
-        return int(max(self.views[u].made_of for u in peers) * TREE_PER_JSON_BYTE)
+        return max(self.views[u].weight for u in peers)
 
     def _keep_within(self) -> None:
         """Drop whole services' views, least recently used first, while the views kept
         weigh more than ``max_bytes`` (the one used last always stays)."""
-        total = self.size
-        if total <= self.max_bytes:
+        if self.size <= self.max_bytes:
             return
         by_use = sorted(self._by_service.items(), key=lambda kv: max(self.views[u].used for u in kv[1]))
         for _, peers in by_use[:-1]:
-            if total <= self.max_bytes:
+            if self.size <= self.max_bytes:
                 break
             if any(self.listener.keeps(u) for u in peers):
                 continue
-            total -= self._weigh(peers)
             for uid in list(peers):
                 self._drop(uid, evicted="over --cache-size")
 
@@ -501,4 +503,4 @@ def derive(view: View, unit_id: str) -> View | None:
     root = Dir()
     for name, child in view.root.children.items():
         root.add(name, me if name == "self" else child)
-    return View(unit_id, root, view.seen, view.made_of)
+    return View(unit_id, root, view.seen, view.weight)

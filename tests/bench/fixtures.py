@@ -28,12 +28,16 @@ def server(tmp: Path, *extra: str) -> Iterator[ServerProcess]:
 
 
 @contextmanager
-def mount(srv: ServerProcess, path: Path, unit: str | None = None) -> Iterator[Path]:
+def mount(
+    srv: ServerProcess, path: Path, unit: str | None = None, token: str | None = None
+) -> Iterator[Path]:
+    """The real mount of ``srv`` at ``path`` (host mode unless ``unit``), with the
+    operator token unless ``token``."""
     path.mkdir(parents=True, exist_ok=True)
     args = ["mount", str(path), "--server", srv.url, "--log-file", str(path.parent / f"{path.name}.log")]
     if unit:
         args += ["--unit", unit]
-    r = cli(*args)
+    r = cli(*args, env={"METAFS_TOKEN": token} if token else None)
     assert r.returncode == 0, r.stderr
     try:
         yield path

@@ -33,11 +33,11 @@ def in_use(mountpoint: Path) -> int:
 def test_idle_views_go_and_come_back_fresh(
     loaded: httpx.Client, server: ServerProcess, make_mount: MakeMount
 ) -> None:
-    m = make_mount(server.url, None, "--view-ttl", "0.4")
+    m = make_mount(server.url, None, "--view-ttl", "2")  # past one `metafs status` (~0.35 s)
     hostname = m.path / ZK1 / "self" / "hostname"
     assert hostname.read_text() == "s4-1\n"
     assert status(m.path).views_cached >= 1
-    wait_for(lambda: status(m.path).views_cached == 0, timeout=5)
+    wait_for(lambda: status(m.path).views_cached == 0, timeout=8)
     st = status(m.path)
     assert st.evictions >= 1 and st.views_bytes == 0
     # changed while nobody held the view: the next read fetches it, with the change

@@ -27,3 +27,14 @@ def test_the_one_put_last_stays_even_over_the_bound() -> None:
     lru.put("a", b"xx")
     lru.clear()
     assert (len(lru), lru.size, "a" in lru) == (0, 0, False)
+
+
+def test_what_the_bound_pushes_out_is_told_but_not_what_is_popped() -> None:
+    out: list[tuple[str, bytes]] = []
+    lru: LRU[str, bytes] = LRU(len, max_bytes=4, on_evict=lambda k, v: out.append((k, v)))
+    lru.put("a", b"xx")
+    lru.put("b", b"xx")
+    lru.pop("b")
+    assert out == []
+    lru.put("c", b"xxx")
+    assert out == [("a", b"xx")] and list(lru) == ["c"]

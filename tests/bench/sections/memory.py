@@ -19,7 +19,7 @@ from metafs import tree
 from metafs.catalog import Writes
 from metafs.catalog.views import BYTES_PER_UNIT, ServiceViews, service_view, view_tree
 from metafs.mount.inodes import InodeTable
-from metafs.mount.viewcache import TREE_PER_JSON_BYTE
+from metafs.mount.packing import TREE_PER_JSON_BYTE, PeerPacker, Unpacked
 from metafs.store import open_store
 
 from ..harness import Report
@@ -72,17 +72,27 @@ async def measure(db: Path) -> dict[str, float]:
     with allocated() as trees:
         kept = [tree.from_meta(json.loads(b)) for b in bodies]
     json_bytes = sum(map(len, bodies))
+    owner = Unpacked(1 << 40)
+    with allocated() as packed:  # the packers (and their zlib state) go, as after a fetch
+        packers = [PeerPacker(owner, None) for _ in bodies]
+        kept_packed = [
+            tree.merge_meta(None, json.loads(b), pack=k) for b, k in zip(bodies, packers, strict=True)
+        ]
+        estimate = sum(k.weight(len(b)) for b, k in zip(bodies, packers, strict=True))
+        del packers
     table = InodeTable(())
     paths = [(f"u{i:05d}", "self", "hostname") for i in range(10_000)]
     with allocated() as inodes:
         for p in paths:
             table.looked_up(table.ino(p))
-    assert len(kept) == SERVICES and len(table) == len(paths) + 1
+    assert len(kept) == len(kept_packed) == SERVICES and len(table) == len(paths) + 1
     return {
         "service_view_per_unit": views[0] / (SERVICES * UNITS),
         "tree_per_json_byte": trees[0] / json_bytes,
         "tree_per_view": trees[0] / SERVICES,
         "json_per_view": json_bytes / SERVICES,
+        "packed_per_view": packed[0] / SERVICES,
+        "packed_estimate": estimate / SERVICES,
         "per_inode": inodes[0] / len(paths),
     }
 
@@ -105,4 +115,11 @@ def run(report: Report) -> None:
     )
     report.record("memory", "mount: a view of a 100-unit service", one(m["tree_per_view"] / 1024), "KB")
     report.record("memory", "mount: its meta JSON", one(m["json_per_view"] / 1024), "KB")
+    report.record(
+        "memory",
+        "mount: the same view, peers packed (as kept)",
+        one(m["packed_per_view"] / 1024),
+        "KB",
+        ("the estimate (PeerPacker.weight)", m["packed_estimate"] / 1024),
+    )
     report.record("memory", "mount: an inode the kernel holds", one(m["per_inode"]), "B")

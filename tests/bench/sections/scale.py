@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -136,4 +137,24 @@ def run(report: Report, tmp: Path) -> None:
                 assert (m / f"u{i * step:06d}" / "self" / "hostname").read_text()
             pid = daemon_pid(m)
             d = rss_mb(pid)
-            report.record("scale", "mount daemon RSS, 100 views cached", (d, (d, d)), "MB")
+            report.record("scale", "mount daemon RSS, 100 views cached (operator token)", (d, (d, d)), "MB")
+        # a host's own mount: its token lists the host's 1,000 units, one in each of 1,000
+        # services; 100 of them read are 100 views of 100 different 100-unit services
+        r = httpx.post(f"{srv.url}/v1/tokens/", json={"kind": "host", "subject": "h000"}, headers=HEADERS)
+        r.raise_for_status()
+        with mount(srv, tmp / "scale-host-mnt", token=r.json()["token"]) as m:
+            listed = os.listdir(m)
+            assert len(listed) == services * 100 // 100, len(listed)
+            pid = daemon_pid(m)
+            idle = rss_mb(pid)
+            for unit in sorted(listed)[:100]:
+                assert (m / unit / "self" / "hostname").read_text()
+            d = rss_mb(pid)
+            report.record(
+                "scale",
+                "mount daemon RSS, 100 views of 100-unit services (host token)",
+                (d, (d, d)),
+                "MB",
+                baseline=("its units listed, no view", idle),
+                goal="<= 50 MB",
+            )
