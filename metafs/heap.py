@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import threading
+from collections.abc import Iterator
 
 #: a body this big leaves enough free heap behind to be worth handing back
 TRIM_AFTER = 1 << 20
@@ -21,3 +23,26 @@ def trim() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+_paused = 0
+_paused_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def collections_paused() -> Iterator[None]:
+    """No automatic cyclic collection while a big transient is built (a load document
+    parsed and validated in a worker thread): a full collection over its millions of
+    objects holds the GIL for seconds, and every request waits. Reference counting still
+    frees what goes; :func:`trim` collects once it is gone (a few ms then)."""
+    global _paused
+    with _paused_lock:
+        _paused += 1
+        gc.disable()
+    try:
+        yield
+    finally:
+        with _paused_lock:
+            _paused -= 1
+            if _paused == 0:
+                gc.enable()

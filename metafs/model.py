@@ -12,16 +12,19 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
 )
 
 from .tree import Scalar
@@ -37,6 +40,48 @@ MAX_DEPTH = 16
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 JSONValue = Any
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one record may hold (``metafs serve --max-labels``, ``--max-metadata-keys``):
+    every unit's view carries its peers' labels and its service's metadata, so these bound
+    what one write can make every reader pay."""
+
+    labels: int = 1_000  # labels on one record
+    metadata_keys: int = 10_000  # keys and list items in one service's metadata, at every depth
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _limits(info: ValidationInfo) -> Limits:
+    context = info.context
+    return context.get("limits", DEFAULT_LIMITS) if isinstance(context, dict) else DEFAULT_LIMITS
+
+
+def _count_entries(value: object) -> int:
+    """Keys and list items of a metadata value, at every depth."""
+    if isinstance(value, dict):
+        return len(value) + sum(_count_entries(v) for v in value.values())
+    if isinstance(value, list):
+        return len(value) + sum(_count_entries(v) for v in value)
+    return 0
+
+
+def _few_labels(value: object, info: ValidationInfo) -> object:
+    """Checked before the labels themselves: 50,000 are refused without validating each."""
+    limit = _limits(info).labels
+    if isinstance(value, dict) and len(value) > limit:
+        raise ValueError(f"{len(value)} labels, over the limit of {limit} a record (--max-labels)")
+    return value
+
+
+def _few_metadata_keys(value: object, info: ValidationInfo) -> object:
+    limit = _limits(info).metadata_keys
+    if isinstance(value, dict | list) and (n := _count_entries(value)) > limit:
+        raise ValueError(f"{n} keys and items, over the limit of {limit} a service (--max-metadata-keys)")
+    return value
 
 
 def check_name(value: str) -> str:
@@ -128,8 +173,8 @@ Text = Annotated[StrictStr, AfterValidator(_check_text)]
 Item = Annotated[StrictStr, AfterValidator(_check_list_item)]
 IPAddress = Annotated[StrictStr, AfterValidator(_check_ip)]
 LabelValue = Annotated[Any, AfterValidator(_check_scalar)]
-Labels = dict[Key, LabelValue]
-Metadata = Annotated[dict[Key, Any], AfterValidator(_check_metadata)]
+Labels = Annotated[dict[Key, LabelValue], BeforeValidator(_few_labels)]
+Metadata = Annotated[dict[Key, Any], AfterValidator(_check_metadata), BeforeValidator(_few_metadata_keys)]
 Cardinal = Annotated[StrictInt, Field(ge=0)]
 
 
@@ -240,12 +285,80 @@ def format_errors(exc: ValidationError, prefix: Iterable[str] = ()) -> list[str]
     return lines
 
 
-def validate(model: type[_Record], data: object, prefix: Iterable[str] = ()) -> _Record:
-    """Validate ``data`` as ``model``; raise :class:`ModelError` naming each bad field."""
+def validate(
+    model: type[_Record], data: object, prefix: Iterable[str] = (), limits: Limits = DEFAULT_LIMITS
+) -> _Record:
+    """Validate ``data`` as ``model`` within ``limits``; raise :class:`ModelError` naming
+    each bad field."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"limits": limits})
     except ValidationError as exc:
         raise ModelError(format_errors(exc, prefix)) from None
+
+
+def validate_document(data: object, limits: Limits = DEFAULT_LIMITS) -> Document:
+    """:func:`validate` of a load document, its units one at a time: in a worker thread,
+    other threads get the GIL between two units (one pydantic call over 100,000 units
+    holds it for seconds, and the event loop with it). The same result and errors (those
+    of units last)."""
+    units_at: list[tuple[tuple[str, str, str], object]] = []
+    shell = _without_units(data, units_at)
+    errors: list[str] = []
+    doc: _Record | None = None
+    try:
+        doc = validate(Document, shell, limits=limits)
+    except ModelError as exc:
+        errors.extend(exc.details)
+    validated: list[tuple[tuple[str, str, str], dict[str, Unit]]] = []
+    for (a, t, s), units in units_at:
+        where = ["accounts", a, "stacks", t, "services", s, "units"]
+        if not isinstance(units, dict):
+            errors.append(f"{'.'.join(where)}: expected a mapping")
+            continue
+        out: dict[str, Unit] = {}
+        for uid, raw in units.items():
+            try:
+                check_name(uid)
+                unit = validate(Unit, raw, [*where, uid], limits)
+            except ModelError as exc:
+                errors.extend(exc.details)
+                continue
+            except ValueError as exc:
+                errors.append(f"{'.'.join([*where, uid])}: {exc}")
+                continue
+            assert isinstance(unit, Unit)
+            out[uid] = unit
+        validated.append(((a, t, s), out))
+    if errors:
+        raise ModelError(errors)
+    assert isinstance(doc, Document)
+    for (a, t, s), out in validated:
+        doc.accounts[a].stacks[t].services[s].units = out
+    return doc
+
+
+def _without_units(data: object, units_at: list[tuple[tuple[str, str, str], object]]) -> object:
+    """``data`` with every well-formed service's ``units`` taken out into ``units_at``
+    (copies along the way; what is not a mapping is left for validation to report)."""
+    if not isinstance(data, dict) or not isinstance(data.get("accounts"), dict):
+        return data
+    accounts = {}
+    for a, acc in data["accounts"].items():
+        if isinstance(acc, dict) and isinstance(acc.get("stacks"), dict):
+            stacks = {}
+            for t, stack in acc["stacks"].items():
+                if isinstance(stack, dict) and isinstance(stack.get("services"), dict):
+                    services = {}
+                    for s, svc in stack["services"].items():
+                        if isinstance(svc, dict) and "units" in svc:
+                            units_at.append(((str(a), str(t), str(s)), svc["units"]))
+                            svc = {k: v for k, v in svc.items() if k != "units"}
+                        services[s] = svc
+                    stack = {**stack, "services": services}
+                stacks[t] = stack
+            acc = {**acc, "stacks": stacks}
+        accounts[a] = acc
+    return {**data, "accounts": accounts}
 
 
 def duplicate_unit_ids(doc: Document) -> list[str]:

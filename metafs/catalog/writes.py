@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from .. import auth, model
 from ..store import Conflict, Delete, Guard, Op, Put, Snapshot, Store
 from .bodies import parse_body
@@ -33,6 +35,8 @@ from .paths import Target
 from .records import KIND_MODEL, Draft, Record, draft, drafts, encode_record, iso
 
 _MAX_RETRIES = 20
+#: a load yields to the event loop after planning this many records (see _upsert)
+YIELD_EVERY = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +49,9 @@ class Writes:
     """The catalog's writes over one :class:`Store`: each a plan that reads a snapshot and
     is committed under guards, retried on conflict."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, limits: model.Limits = model.DEFAULT_LIMITS) -> None:
         self.store = store
+        self.limits = limits
 
     async def _commit(self, plan: Any) -> WriteResult:
         """Run ``plan(snapshot) -> (ops, guards, changed)`` until it commits."""
@@ -71,7 +76,9 @@ class Writes:
         wanted = [r.key for r in records]
         wanted += [index_key(r.ids[3]) for r in records if r.kind == "unit"]
         found = await snap.get_many(wanted)  # one round trip where the store allows
-        for r in records:
+        for i, r in enumerate(records):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await anyio.sleep(0)  # a big load: let the reads waiting meanwhile through
             kind, ids, data, key = r.kind, r.ids, r.data, r.key
             item = found[key]
             old = Record.load(item) if item else None
@@ -108,20 +115,25 @@ class Writes:
         return [Guard(item.key, item.mod_rev)]
 
     async def load(self, data: Any) -> WriteResult:
-        """Create or replace everything a load document names, in one transaction."""
-        doc = model.validate(model.Document, data)
-        assert isinstance(doc, model.Document)
-        if dups := model.duplicate_unit_ids(doc):
-            raise model.ModelError(dups)
-        records = [r for h, host in doc.hosts.items() for r in drafts("host", (h,), host)]
-        for a, acc in doc.accounts.items():
-            records.extend(drafts("account", (a,), acc))
+        """Create or replace everything a load document names, in one transaction. The
+        validation runs in a worker thread: a big document does not hold the event loop."""
+        records = await anyio.to_thread.run_sync(self.load_drafts, data)
         now = time.time()
 
         async def plan(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
             return await self._upsert(snap, records, now)
 
         return await self._commit(plan)
+
+    def load_drafts(self, data: Any) -> list[Draft]:
+        """The records a load document writes, validated (blocking: CPU only)."""
+        doc = model.validate_document(data, self.limits)
+        if dups := model.duplicate_unit_ids(doc):
+            raise model.ModelError(dups)
+        records = [r for h, host in doc.hosts.items() for r in drafts("host", (h,), host)]
+        for a, acc in doc.accounts.items():
+            records.extend(drafts("account", (a,), acc))
+        return records
 
     async def put(self, target: Target, body: bytes, content_type: str) -> WriteResult:
         """Write a whole record (and the records below it that the body names) or one field."""
@@ -131,7 +143,9 @@ class Writes:
         where = target.where
         if not target.field:
             data = parse_body(body, content_type, where)
-            obj = model.validate(KIND_MODEL[target.kind], data if data is not None else {}, where.split("."))
+            obj = model.validate(
+                KIND_MODEL[target.kind], data if data is not None else {}, where.split("."), self.limits
+            )
             records = list(drafts(target.kind, target.ids, obj))
 
             async def plan(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
@@ -163,7 +177,7 @@ class Writes:
                 data = json.loads(json.dumps(rec.data))
                 _set_in(data, target.field, value, where)
                 try:
-                    obj = model.validate(KIND_MODEL[target.kind], data, where.split("."))
+                    obj = model.validate(KIND_MODEL[target.kind], data, where.split("."), self.limits)
                 except model.ModelError as exc:
                     first_error = first_error or exc
                     continue
@@ -226,7 +240,7 @@ class Writes:
             if target.field:
                 data = json.loads(json.dumps(rec.data))
                 _del_in(data, target.field, where)
-                obj = model.validate(KIND_MODEL[target.kind], data, where.split("."))
+                obj = model.validate(KIND_MODEL[target.kind], data, where.split("."), self.limits)
                 record = [draft(target.kind, target.ids, obj)]
                 writes, more, n = await self._upsert(snap, record, time.time())
                 return writes, guards + more, n

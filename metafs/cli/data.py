@@ -24,9 +24,10 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    key = args.key if args.key.endswith("/") or not args.key else args.key + "/"
+    # as typed: a directory lists with or without its "/", a value only without (a "/"
+    # after a value is a 404, as ls(1) says "Not a directory")
     with client(args) as c:
-        ans = c.get(key, args.unit)
+        ans = c.get(args.key, args.unit)
     if ans.headers.get("x-metafs-kind") == "value":  # like ls(1) on a file: its name
         print(args.key.rstrip("/").rsplit("/", 1)[-1])
     else:

@@ -100,6 +100,14 @@ def size(text: str) -> int:
     return int(text)
 
 
+def positive(text: str) -> int:
+    """A count of at least 1 (an argparse type)."""
+    n = size(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
+    return n
+
+
 def seconds(text: str) -> float:
     """A duration in seconds given as an option: a number > 0."""
     try:

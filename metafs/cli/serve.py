@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import logs
 from ..server.settings import Settings
-from .options import Subparsers, add_command, log_options, size
+from .options import Subparsers, add_command, log_options, positive, seconds, size
 
 DEFAULTS = Settings()
 
@@ -23,6 +23,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         default_wait=min(args.max_wait, DEFAULTS.default_wait),
         max_body=args.max_body,
         body_timeout=args.body_timeout,
+        header_timeout=args.header_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
+        max_connections=args.max_connections,
+        max_labels=args.max_labels,
+        event_loop=args.event_loop,
+        max_metadata_keys=args.max_metadata_keys,
         answer_cache=args.answer_cache,
         answer_bytes=args.answer_cache_size,
         view_bytes=args.view_cache_size,
@@ -77,6 +83,48 @@ def add_commands(sub: Subparsers) -> None:
         default=DEFAULTS.body_timeout,
         metavar="SECONDS",
         help="a request body must arrive within this (default: %(default)s)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=seconds,
+        default=DEFAULTS.header_timeout,
+        metavar="SECONDS",
+        help="a request's headers must arrive within this, else 408 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--keep-alive-timeout",
+        type=seconds,
+        default=DEFAULTS.keep_alive_timeout,
+        metavar="SECONDS",
+        help="an idle keep-alive connection is closed after this (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=positive,
+        default=DEFAULTS.max_connections,
+        metavar="N",
+        help="connections open at once, parked long polls included; past it 503 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--event-loop",
+        choices=("asyncio", "uvloop"),
+        default=DEFAULTS.event_loop,
+        help="uvloop answers more requests a second, but serves some clients seconds late when"
+        " hundreds are busy at once (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-labels",
+        type=positive,
+        default=DEFAULTS.max_labels,
+        metavar="N",
+        help="labels on one record; a write with more is refused (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-metadata-keys",
+        type=positive,
+        default=DEFAULTS.max_metadata_keys,
+        metavar="N",
+        help="keys and list items in one service's metadata, at every depth (default: %(default)s)",
     )
     p.add_argument(
         "--answer-cache",

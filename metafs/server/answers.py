@@ -10,7 +10,7 @@ An answer is kept with the revision it was read at (its ``X-Metafs-Revision``) a
 only while the store's :meth:`~metafs.store.base.Store.head` still is that revision: any
 commit, from this process or another, drops them all. Tokens live in the store, so the
 answers a revoked token got go with the commit that revoked it. Long polls (``index`` or
-``wait``), other methods, requests with ``X-Forwarded-For`` (which the server refuses),
+``wait``), other methods, requests with ``X-Forwarded-For`` or ``Forwarded`` (which the server refuses),
 answers other than 200/304 and stores without a cheap head (etcd) pass straight through.
 """
 
@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..lru import LRU
-from .http import is_long_poll, raw_path
+from .http import PROXY_HEADERS, is_long_poll, raw_path
 
 #: the request headers an answer depends on (see ``Api.principal`` and ``Api.read``)
 KEYED_HEADERS = frozenset({b"accept", b"authorization", b"if-none-match", b"metadata-flavor"})
+
+_PROXIED = frozenset(h.lower().encode() for h in PROXY_HEADERS)
 
 Key = tuple[bytes, bytes, tuple[tuple[bytes, bytes], ...]]
 
@@ -49,7 +51,7 @@ def answer_key(scope: Scope) -> Key | None:
     for name, value in scope["headers"]:
         if name in KEYED_HEADERS:
             picked.append((name, value))
-        elif name == b"x-forwarded-for":
+        elif name in _PROXIED:
             return None
     return (raw_path(scope), query, tuple(picked))
 

@@ -20,6 +20,7 @@ subtree last changed), ``X-Metafs-Revision`` and ``Last-Modified``, honours
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ from ..store import Snapshot, Store, StoreError, TooLarge
 from .http import (
     JSON,
     LONG_POLL,
+    PROXY_HEADERS,
     TEXT,
     HTTPError,
     check_query,
@@ -91,7 +93,7 @@ class Api:
         self.metrics = metrics
         self.operator_digest = operator_digest
         self.reads = catalog.Reads(ServiceViews(settings.view_bytes))
-        self.writes = catalog.Writes(store)
+        self.writes = catalog.Writes(store, model.Limits(settings.max_labels, settings.max_metadata_keys))
         self.polls = LongPolls(store, metrics.long_polls.track_inprogress)
         self.rendered = RenderedViews(settings.rendered_bytes)
         reads, both = self.reads, ("PUT", "DELETE")
@@ -157,10 +159,14 @@ class Api:
         """The SSRF guard, then who is asking: 403 without the metadata header or with
         ``X-Forwarded-For``; 401 without a valid token."""
         name, value = protocol.FLAVOR
+        for once in (name, "authorization"):
+            if len(request.headers.getlist(once)) > 1:
+                raise HTTPError(400, f"header {once} is given more than once: send it once")
         if request.headers.get(name, "").lower() != value:
             raise HTTPError(403, f"missing header {name}: {value} (required on every /v1 request)")
-        if "x-forwarded-for" in request.headers:
-            raise HTTPError(403, "requests carrying X-Forwarded-For are refused (metadata is not proxied)")
+        for proxied in PROXY_HEADERS:
+            if proxied in request.headers:
+                raise HTTPError(403, f"requests carrying {proxied} are refused (metadata is not proxied)")
         token = auth.bearer(request.headers.get("authorization"))
         challenge = {"WWW-Authenticate": 'Bearer realm="metafs"'}
         if token is None:
@@ -221,7 +227,11 @@ class Api:
                 return await resolve(snap, scope), snap
 
         node, snap = first = await once()
-        if index is None or not snap.changed <= index <= snap.revision:
+        if isinstance(node, tree.Leaf) and raw_path(request.scope).endswith(b"/"):
+            raise HTTPError(404, f"{what} is a value, not a directory: drop the trailing /")
+        # an index from before the last change of what is read answers at once; one at or
+        # after it (from the future too) waits for a change after it
+        if index is None or index < snap.changed:
             self.metrics.saw_revision(snap.revision)
             return read_response(request, node, snap, what, self.rendered)
         # polls that ask the same thing, as the client spelled it, share rereads
@@ -297,16 +307,23 @@ class Api:
         self._operator(request, principal, "load documents: that needs an operator token")
         body = await self.body(request)
         big = len(body) >= heap.TRIM_AFTER
-        data = parse_body(body, request.headers.get("content-type", ""), "load document")
+        with heap.collections_paused() if big else contextlib.nullcontext():
+            try:
+                return await self._load_document(request, body)
+            finally:
+                del body
+                if big:  # the document parsed and validated left its heap behind
+                    await anyio.to_thread.run_sync(heap.trim)
+
+    async def _load_document(self, request: Request, body: bytes) -> Response:
+        # parsed and validated off the event loop (parse_body, Writes.load): a 15 MB JSON
+        # document is ~0.25 s of parsing (a YAML one, pure Python, ~60 s)
+        content_type = request.headers.get("content-type", "")
+        data = await anyio.to_thread.run_sync(parse_body, body, content_type, "load document")
         del body  # the document's bytes are not needed past here
-        try:
-            if not isinstance(data, dict):
-                raise HTTPError(400, "load document: expected a mapping with accounts and/or hosts")
-            return self.written(request, await self.writes.load(data))
-        finally:
-            del data
-            if big:  # the document parsed and validated left its heap behind
-                await anyio.to_thread.run_sync(heap.trim)
+        if not isinstance(data, dict):
+            raise HTTPError(400, "load document: expected a mapping with accounts and/or hosts")
+        return self.written(request, await self.writes.load(data))
 
     async def _write_token(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
         """POST mints a token (shown once), DELETE of ``/v1/tokens/<id>`` revokes one."""

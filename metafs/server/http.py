@@ -18,6 +18,8 @@ _WAIT_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: the query parameters that make a read a long poll
 LONG_POLL = frozenset({"index", "wait"})
+#: headers a proxy adds: a request carrying one was relayed, and is refused (SSRF guard)
+PROXY_HEADERS = ("X-Forwarded-For", "Forwarded")
 
 
 class HTTPError(Exception):
@@ -117,9 +119,13 @@ def parse_wait(text: str) -> float:
 
 
 def check_query(request: Request, allowed: set[str]) -> None:
-    for name in request.query_params:
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
         if name not in allowed:
             raise HTTPError(400, f"unknown query parameter {name!r} (allowed: {', '.join(sorted(allowed))})")
+        if name in seen:
+            raise HTTPError(400, f"query parameter {name!r} is given more than once")
+        seen.add(name)
     fmt = request.query_params.get("format")
     if fmt is not None and fmt not in ("text", "json", "meta"):
         raise HTTPError(400, f"format={fmt!r}: expected text, json or meta")

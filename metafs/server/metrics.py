@@ -91,6 +91,16 @@ class ServerMetrics:
             ["cache"],
             registry=self.registry,
         )
+        self.slow_headers = Counter(
+            "metafs_http_slow_headers",
+            "Connections closed with 408: a request's headers did not arrive within --header-timeout",
+            registry=self.registry,
+        )
+        self.refused_connections = Counter(
+            "metafs_http_connections_refused",
+            "Connections answered 503 and closed: over --max-connections open",
+            registry=self.registry,
+        )
 
         self._revision = 0
 

@@ -13,6 +13,12 @@ class Settings:
     max_body: int = 16 * 1024 * 1024  # bytes in a write or a load document
     max_watch: int = 10_000  # units in one /v1/watch
     body_timeout: float = 30.0  # a request body must arrive within this (seconds)
+    header_timeout: float = 10.0  # a request's headers must arrive within this (see connections.py)
+    keep_alive_timeout: float = 5.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 16_384  # open at once; past it, 503 (parked long polls count)
+    event_loop: str = "asyncio"  # or "uvloop": faster, but unfair under many clients (README)
+    max_labels: int = 1_000  # labels on one record (see model.Limits)
+    max_metadata_keys: int = 10_000  # keys and items in one service's metadata
     answer_cache: int = 4096  # read answers kept until the next commit (0: none; see answers.py)
     answer_bytes: int = 16 << 20  # ... and their bodies' total size
     view_bytes: int = 32 << 20  # built service views kept, estimated (see catalog/views.py)

@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) 
 INSERT OR IGNORE INTO meta VALUES ('revision', 0);
 """
 _REVISION = "SELECT value FROM meta WHERE name='revision'"
+#: a snapshot asked for many keys at once yields to the event loop after this many reads
+YIELD_EVERY = 256
 
 
 class _SqliteSnapshot(Snapshot):
@@ -69,6 +71,22 @@ class _SqliteSnapshot(Snapshot):
             if m > changed:
                 changed, changed_time = m, t
         return Range(items, changed, changed_time)
+
+    async def _ranges(self, prefixes: Sequence[str]) -> list[Range]:
+        out = []
+        for i, p in enumerate(prefixes):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await anyio.sleep(0)  # each read is quick, 100,000 are not: let others in
+            out.append(await self._range(p))
+        return out
+
+    async def _last_changes(self, prefixes: Sequence[str]) -> list[tuple[int, float]]:
+        out = []
+        for i, p in enumerate(prefixes):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await anyio.sleep(0)
+            out.append(await self._last_change(p))
+        return out
 
     async def _last_change(self, prefix: str) -> tuple[int, float]:
         try:

@@ -7,6 +7,7 @@ More examples with METAFS_FUZZ_EXAMPLES=500."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -144,10 +145,16 @@ def test_a_name_with_a_slash_and_the_nested_name_stay_apart(pair: tuple[httpx.Cl
         assert got == [want[p] for p in order for _ in range(2)], order
 
 
+REPEATED = json.dumps(
+    {"error": {"status": 400, "message": "query parameter 'format' is given more than once", "details": []}}
+)
+
+
 @pytest.mark.timeout(60)
 def test_long_polls_woken_together_keep_their_own_spelling(pair: tuple[httpx.Client, httpx.Client]) -> None:
     """Polls woken by one commit share an answer only when they asked the very same thing:
-    ``a%2Fb`` and ``a/b``, ``format=json&format=text`` and its reverse, stay apart."""
+    ``a%2Fb`` and ``a/b``, ``format=text`` and ``form%61t=json`` (and a repeated parameter,
+    now refused: it used to be read last-wins), stay apart."""
     kept, _ = pair
     base = f"/v1/view/{ZK1}/service/metadata"
     meta = "/v1/accounts/5/stacks/test1/services/s4/metadata"
@@ -156,8 +163,18 @@ def test_long_polls_woken_together_keep_their_own_spelling(pair: tuple[httpx.Cli
     asks = {
         f"{base}/a%2Fb?index={index}&wait=10s": "s-1\n",
         f"{base}/a/b?index={index}&wait=10s": "n-1\n",
-        f"{base}/a/b?format=json&format=text&index={index}&wait=10s": "n-1\n",
-        f"{base}/a/b?format=text&format=json&index={index}&wait=10s": '"n-1"\n',
+        f"{base}/a/b?format=text&index={index}&wait=10s": "n-1\n",
+        f"{base}/a/b?form%61t=json&index={index}&wait=10s": '"n-1"\n',
+        f"{base}/a/b?format=text&format=json&index={index}&wait=10s": json.dumps(
+            {
+                "error": {
+                    "status": 400,
+                    "message": "query parameter 'format' is given more than once",
+                    "details": [],
+                }
+            }
+        )
+        + "\n",
     }
     with ThreadPoolExecutor(len(asks)) as pool:
         polls = {url: pool.submit(kept.get, url) for url in asks}

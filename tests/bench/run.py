@@ -22,7 +22,7 @@ from tests.support.servers import EXAMPLE, HEADERS, ROOT
 
 from .fixtures import server
 from .harness import QUICK, Report
-from .sections import cold, long_polls, memory, page_cache, propagation, scale, throughput, warm
+from .sections import abuse, cold, long_polls, memory, page_cache, propagation, scale, throughput, warm
 from .workloads import big_service
 
 
@@ -42,6 +42,7 @@ def main() -> int:
             httpx.post(srv.url + "/v1/load", json=big_service(100), headers=HEADERS).raise_for_status()
             for section in (warm, page_cache, cold, propagation, throughput):
                 section.run(report, tmp, srv)
+        abuse.run(report, tmp)
         long_polls.run(report, tmp)
         scale.run(report, tmp)
     memory.run(report)

@@ -4,6 +4,7 @@ and the real `metafs` command line."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -36,6 +37,7 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     store: str | None = None  # a store URL other than ``sqlite://<db>`` (etcd://...)
+    fd_limit: int | None = None  # soft and hard RLIMIT_NOFILE of the process (as a tight host has)
 
     @property
     def url(self) -> str:
@@ -45,7 +47,11 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "metafs.cli", "serve", "--listen", f"127.0.0.1:{self.port}"]
         cmd += ["--store", self.store or f"sqlite://{self.db}", "--log-level", "warning", *extra]
         env = {**os.environ, "METAFS_OPERATOR_TOKEN": OPERATOR_TOKEN}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+        limit = self.fd_limit
+        limited = (
+            None if limit is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        )
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, preexec_fn=limited)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

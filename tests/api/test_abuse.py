@@ -1,0 +1,198 @@
+"""The HTTP front under hostile and heavy clients (issue 15): half-open sockets, too many
+connections, big documents beside a reader, and header and query tricks. Each test asserts
+that a normal client keeps being answered, and what the others get; no timing thresholds
+(``make bench`` measures the latencies)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.servers import HEADERS, ServerProcess
+
+REQUEST_START = b"GET /v1/kv/ HTTP/1.1\r\nHost: x\r\n"  # and the headers never finish
+
+
+@pytest.fixture
+def tight(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server with 300 fds (soft and hard: it cannot raise them) and a 1 s header timeout."""
+    srv = ServerProcess(tmp_path / "abuse.db", fd_limit=300).start("--header-timeout", "1")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def half_open(srv: ServerProcess, n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        s.sendall(REQUEST_START)
+        socks.append(s)
+    return socks
+
+
+def answer_of(s: socket.socket) -> bytes:
+    s.settimeout(5)
+    out = b""
+    try:
+        while chunk := s.recv(4096):
+            out += chunk
+    except OSError:
+        pass
+    return out
+
+
+def metric(srv: ServerProcess, name: str) -> float:
+    for line in httpx.get(srv.url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+@pytest.mark.timeout(60)
+def test_half_open_sockets_get_408_and_a_normal_client_is_answered_meanwhile(tight: ServerProcess) -> None:
+    socks = half_open(tight, 200)
+    try:
+        with httpx.Client(base_url=tight.url, headers=HEADERS, timeout=5) as c:
+            statuses = []
+            for _ in range(10):  # while the 200 hang, and after the timeout closed them
+                statuses.append(c.get("/v1/kv/").status_code)
+                time.sleep(0.15)
+        assert statuses == [200] * 10
+        answers = [answer_of(s) for s in socks]
+        assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), {a[:40] for a in answers}
+        assert b"did not arrive within 1s" in answers[0]
+        assert metric(tight, "metafs_http_slow_headers_total") == 200
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.timeout(60)
+def test_past_the_connection_bound_a_client_gets_503_with_retry_after_not_a_reset(
+    tight: ServerProcess,
+) -> None:
+    # 300 fds hold 236 connections (64 are kept for the store, logs and the loop)
+    socks = [socket.create_connection(("127.0.0.1", tight.port), timeout=5) for _ in range(240)]
+    try:
+        refused = [a for a in (answer_of(s) for s in socks[-3:]) if a]
+        assert refused and all(a.startswith(b"HTTP/1.1 503 ") for a in refused), refused
+        assert b"retry-after: 1\r\n" in refused[0] and b"too many connections" in refused[0]
+    finally:
+        for s in socks:
+            s.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the server has seen them close
+        r = httpx.get(tight.url + "/v1/kv/", headers=HEADERS, timeout=5)
+        if r.status_code == 200:
+            break
+        time.sleep(0.1)
+    assert r.status_code == 200
+    assert metric(tight, "metafs_http_connections_refused_total") >= 3
+
+
+@pytest.mark.timeout(120)
+def test_a_large_load_beside_a_reader_never_leaves_the_reader_unanswered(server: ServerProcess) -> None:
+    units = {
+        f"big-{i:05d}": {"cardinal_value": i, "hostname": f"h{i}", "labels": {"k": "v" * 40}}
+        for i in range(20_000)
+    }
+    doc = {"accounts": {"9": {"stacks": {"s": {"services": {"big": {"units": units}}}}}}}
+    body = json.dumps(doc).encode()
+    assert len(body) > 2_000_000
+    stop, statuses = threading.Event(), []
+
+    def reader() -> None:
+        with httpx.Client(base_url=server.url, headers=HEADERS, timeout=10) as c:
+            while not stop.is_set():
+                statuses.append(c.get("/v1/kv/").status_code)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        r = httpx.post(server.url + "/v1/load", json=doc, headers=HEADERS, timeout=60)
+        assert r.status_code == 200, r.text
+    finally:
+        stop.set()
+        t.join(15)
+    assert statuses and set(statuses) == {200}
+
+
+@pytest.mark.timeout(30)
+def test_over_a_size_limit_is_refused_naming_the_limit_and_the_field(server: ServerProcess) -> None:
+    labels = {f"k{i}": "v" for i in range(1001)}
+    doc = {
+        "accounts": {
+            "9": {
+                "stacks": {
+                    "s": {
+                        "services": {
+                            "x": {"units": {"u-1": {"cardinal_value": 0, "hostname": "h", "labels": labels}}}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    r = httpx.post(server.url + "/v1/load", json=doc, headers={**HEADERS, "Accept": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["error"]["details"] == [
+        "accounts.9.stacks.s.services.x.units.u-1.labels:"
+        " 1001 labels, over the limit of 1000 a record (--max-labels)"
+    ]
+    meta = {"metadata": {f"k{i}": [1, 2, 3] for i in range(2600)}}
+    r = httpx.put(server.url + "/v1/accounts/9/stacks/s/services/y", json=meta, headers=HEADERS)
+    assert r.status_code == 400 and "10400 keys and items, over the limit of 10000" in r.text
+    assert httpx.get(server.url + "/v1/accounts/9", headers=HEADERS).status_code == 404  # nothing changed
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("headers", "url", "status", "says"),
+    [
+        ([("Forwarded", "for=10.0.0.1")], "/v1/kv/", 403, "Forwarded are refused"),
+        ([("X-Forwarded-For", "10.0.0.1")], "/v1/kv/", 403, "X-Forwarded-For are refused"),
+        ([("Metadata-Flavor", "Google")], "/v1/kv/", 400, "Metadata-Flavor is given more than once"),
+        ([("Authorization", "Bearer nope")], "/v1/kv/", 400, "authorization is given more than once"),
+        ([], "/v1/kv/?format=json&format=text", 400, "'format' is given more than once"),
+        ([], "/v1/view/ZK1/self/hostname/", 404, "is a value, not a directory"),
+    ],
+)
+def test_header_and_query_tricks_are_refused(
+    loaded: httpx.Client,
+    server: ServerProcess,
+    headers: list[tuple[str, str]],
+    url: str,
+    status: int,
+    says: str,
+) -> None:
+    from tests.support.servers import ZK1
+
+    r = httpx.get(server.url + url.replace("ZK1", ZK1), headers=[*HEADERS.items(), *headers])
+    assert (r.status_code, says in r.text) == (status, True), r.text
+    if status == 404:  # the value itself is there
+        assert httpx.get(server.url + url.replace("ZK1", ZK1)[:-1], headers=HEADERS).text == "s4-1\n"
+
+
+@pytest.mark.timeout(30)
+def test_a_raw_non_ascii_path_is_400(server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"GET /v1/kv/\xc3\xa9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer_of(s).startswith(b"HTTP/1.1 400 ")
+
+
+@pytest.mark.timeout(30)
+def test_an_index_from_the_future_waits(loaded: httpx.Client, server: ServerProcess) -> None:
+    now = int(loaded.get("/v1/kv/").headers["x-metafs-revision"])
+    t0 = time.monotonic()
+    r = loaded.get("/v1/kv/", params={"index": now + 1000, "wait": "1s"})
+    assert r.status_code == 200 and time.monotonic() - t0 >= 0.9
+    assert int(r.headers["x-metafs-revision"]) == now
