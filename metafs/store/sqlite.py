@@ -15,8 +15,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 
@@ -49,6 +50,18 @@ INSERT OR IGNORE INTO meta VALUES ('revision', 0);
 _REVISION = "SELECT value FROM meta WHERE name='revision'"
 #: a snapshot asked for many keys at once yields to the event loop after this many reads
 YIELD_EVERY = 256
+T = TypeVar("T")
+
+
+async def _each(prefixes: Sequence[str], read: Callable[[str], Awaitable[T]]) -> list[T]:
+    """``read`` of each prefix, yielding to the event loop every :data:`YIELD_EVERY`: each
+    read is quick (it never suspends), 100,000 of them are not."""
+    out = []
+    for i, p in enumerate(prefixes):
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            await anyio.sleep(0)
+        out.append(await read(p))
+    return out
 
 
 class _SqliteSnapshot(Snapshot):
@@ -73,20 +86,10 @@ class _SqliteSnapshot(Snapshot):
         return Range(items, changed, changed_time)
 
     async def _ranges(self, prefixes: Sequence[str]) -> list[Range]:
-        out = []
-        for i, p in enumerate(prefixes):
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                await anyio.sleep(0)  # each read is quick, 100,000 are not: let others in
-            out.append(await self._range(p))
-        return out
+        return await _each(prefixes, self._range)
 
     async def _last_changes(self, prefixes: Sequence[str]) -> list[tuple[int, float]]:
-        out = []
-        for i, p in enumerate(prefixes):
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                await anyio.sleep(0)
-            out.append(await self._last_change(p))
-        return out
+        return await _each(prefixes, self._last_change)
 
     async def _last_change(self, prefix: str) -> tuple[int, float]:
         try:
