@@ -195,7 +195,8 @@ class MetaFS(pyfuse3.Operations):
         if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         try:
-            node = await self._node(self._path(handle.ino))
+            path = self._path(handle.ino)
+            node = await self._node(path)
         except pyfuse3.FUSEError as exc:
             raise pyfuse3.FUSEError(errno.ESTALE if exc.errno == errno.ENOENT else exc.errno) from None
         if not isinstance(node, Leaf):
@@ -205,6 +206,10 @@ class MetaFS(pyfuse3.Operations):
         # open().read()) never gets the head of one value and the tail of the next. A
         # read from the start again (pread(fd, n, 0), lseek + read) sees a newer value.
         if off == 0 or handle.content is None:
+            # A new value's invalidations are sent after it is served: wait (briefly) for
+            # them to reach the kernel, so that a reader never gets the new bytes and then
+            # the old size from stat (the kernel keeps attributes for --cache-timeout).
+            await self.notifier.settled(path[0])
             handle.content = leaf_bytes(node.value)
             handle.seen = node.value
         return handle.content[off : off + size]

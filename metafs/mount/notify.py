@@ -6,6 +6,10 @@ Invalidations are sent, in order, from a thread of their own: the kernel may hav
 wait for a request in flight before it can drop a page or an entry (a READ holds the
 page lock), and that request needs the trio thread to answer it, so blocking there
 would deadlock. pyfuse3 releases the GIL during these calls.
+
+Because they are sent later, a handler that answers from a new tree first waits (briefly,
+:meth:`KernelNotifier.settled`) until what was queued before has reached the kernel: a
+program that read a new value must not then ``stat`` the old size.
 """
 
 from __future__ import annotations
@@ -17,11 +21,16 @@ import threading
 from queue import Queue
 
 import pyfuse3
+import trio
 
 from ..tree import Dir, Leaf, Node, encode_name
 from .inodes import InodeTable, Path
 
 log = logging.getLogger("metafs.fs")
+
+#: how long a handler waits for queued invalidations before it answers anyway (s)
+SETTLE_TIMEOUT = 0.5
+_SETTLE_POLL = 0.0002
 
 
 class KernelNotifier:
@@ -35,8 +44,27 @@ class KernelNotifier:
         self.invalidations = 0  # sent to the kernel, for the mount's status
         self._pollers: dict[int, dict[int, pyfuse3.PollHandle]] = {}  # by inode, by file handle
         self._queue: Queue[tuple[int, bool | bytes] | None] = Queue()
-        self._thread = threading.Thread(target=_invalidate_loop, args=(self._queue,), daemon=True)
+        self._queued = 0  # invalidations put in the queue (trio thread)
+        self._sent = 0  # ... and handed to the kernel (the sender thread; read here)
+        self._untold: set[str] = set()  # units whose new view is served, not yet diffed
+        self._thread = threading.Thread(target=self._send_loop, daemon=True)
         self._thread.start()
+
+    async def settled(self, unit_id: str, within: float = SETTLE_TIMEOUT) -> bool:
+        """Wait until the unit's view is not pending any more and every invalidation
+        queued by then reached the kernel (at most ``within`` s; False if not). Only for
+        handlers that hold no lock an invalidation needs: a file's read, never a lookup or
+        readdir (the kernel holds the directory's lock there; ``invalidate_entry`` takes
+        it)."""
+        if unit_id not in self._untold and self._sent >= self._queued:
+            return True
+        with trio.move_on_after(within):
+            while unit_id in self._untold:
+                await trio.sleep(_SETTLE_POLL)
+            target = self._queued
+            while self._sent < target:
+                await trio.sleep(_SETTLE_POLL)
+        return unit_id not in self._untold and self._sent >= target
 
     # -- poll() waiters --------------------------------------------------------------
 
@@ -59,7 +87,11 @@ class KernelNotifier:
 
     # -- what the view cache reports ----------------------------------------------------
 
+    def views_swapped(self, unit_ids: list[str]) -> None:
+        self._untold.update(unit_ids)
+
     def view_changed(self, unit_id: str, old: Dir | None, new: Dir | None) -> None:
+        self._untold.discard(unit_id)
         base: Path = (unit_id,)
         self._diff(base, old, new)
         rev_ino = self.inodes.known((*base, "revision"))
@@ -102,12 +134,14 @@ class KernelNotifier:
     def _inode(self, ino: int, attr_only: bool = False) -> None:
         if self.live:
             self.invalidations += 1
+            self._queued += 1
             self._queue.put((ino, attr_only))
 
     def _entry(self, parent: Path, name: str) -> None:
         parent_ino = self.inodes.known(parent)
         if parent_ino is not None and self.live:
             self.invalidations += 1
+            self._queued += 1
             self._queue.put((parent_ino, os.fsencode(encode_name(name))))
 
     def stop(self) -> None:
@@ -115,16 +149,19 @@ class KernelNotifier:
         self._queue.put(None)
         self._thread.join(timeout=2)
 
+    def _send_loop(self) -> None:
+        """Send invalidations to the kernel, in order (see the module docstring)."""
+        while (item := self._queue.get()) is not None:
+            _send(*item)
+            self._sent += 1
 
-def _invalidate_loop(queue: Queue[tuple[int, bool | bytes] | None]) -> None:
-    """Send invalidations to the kernel, in order (see the module docstring)."""
-    while (item := queue.get()) is not None:
-        ino, what = item
-        try:
-            if isinstance(what, bytes):
-                pyfuse3.invalidate_entry(ino, what)
-            else:
-                pyfuse3.invalidate_inode(ino, what)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.ENOTCONN, errno.EBADF):
-                log.warning("invalidate %d %r: %s", ino, what, exc)
+
+def _send(ino: int, what: bool | bytes) -> None:
+    try:
+        if isinstance(what, bytes):
+            pyfuse3.invalidate_entry(ino, what)
+        else:
+            pyfuse3.invalidate_inode(ino, what)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTCONN, errno.EBADF):
+            log.warning("invalidate %d %r: %s", ino, what, exc)

@@ -94,6 +94,10 @@ class ViewListener(Protocol):
     when the unit is gone) and the list of units changed (old, new). Called from the
     watcher task, never from a filesystem handler."""
 
+    def views_swapped(self, unit_ids: list[str]) -> None:
+        """These units' views were replaced; ``view_changed`` follows for each, soon."""
+        ...
+
     def view_changed(self, unit_id: str, old: Dir | None, new: Dir | None) -> None: ...
 
     def list_changed(self, old: Dir, new: Dir) -> None: ...
@@ -459,10 +463,17 @@ class ViewCache:
             old = self._swap(uid, view)
             if old is not None and view is not None:
                 replaced.append((uid, old, view))
-        for i, (uid, old, view) in enumerate(replaced):
-            self.listener.view_changed(uid, old.root, view.root)
-            if i % 8 == 7:
-                await trio.sleep(0)
+        self.listener.views_swapped([uid for uid, _, _ in replaced])
+        told = 0
+        try:
+            for uid, old, view in replaced:
+                told += 1
+                self.listener.view_changed(uid, old.root, view.root)
+                if told % 8 == 0:
+                    await trio.sleep(0)
+        finally:  # cancelled on the way: the rest are told at once, none is left pending
+            for uid, old, view in replaced[told:]:
+                self.listener.view_changed(uid, old.root, view.root)
         for uid in alone:
             await self._refresh([uid], failed)
 

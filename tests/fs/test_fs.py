@@ -6,7 +6,6 @@ import errno
 import os
 import select
 import signal
-import statistics
 import subprocess
 import threading
 import time
@@ -95,26 +94,24 @@ def test_host_mode_lists_units_and_they_come_and_go(
     wait_for(lambda: "zk-4" not in os.listdir(m.path / ZK1 / "service" / "all_hosts"))
 
 
-def test_updates_are_visible_within_100ms(
+def test_updates_are_pushed_and_stat_agrees_with_read(
     loaded: httpx.Client, server: ServerProcess, make_mount: MakeMount
 ) -> None:
+    """A write reaches the file without a remount, within seconds (make bench measures the
+    100 ms goal); once the new value has been read, stat gives its size, never the old."""
     m = make_mount(server.url)
     f = m.path / ZK1 / "self" / "hostname"
     ino = os.stat(f).st_ino
     fd = os.open(f, os.O_RDONLY)  # an already open file descriptor sees the change too
     try:
-        took = []
         for i in range(7):
             value = f"zk-{'x' * i}"
-            t0 = time.monotonic()
             put(server, f"{ZK1_PATH}/hostname", value)
             wait_for(lambda v=value: f.read_text() == v + "\n")  # type: ignore[misc]
-            took.append(time.monotonic() - t0)
+            st = os.stat(f)
+            assert (st.st_ino, st.st_size) == (ino, len(value) + 1), f"stat after reading {value!r}"
             assert os.pread(fd, 100, 0) == (value + "\n").encode()
-        st = os.stat(f)
-        assert st.st_ino == ino and st.st_size == len("zk-xxxxxx\n")
-        assert abs(st.st_mtime - time.time()) < 5
-        assert statistics.median(took) < 0.1, f"median propagation {statistics.median(took) * 1000:.0f} ms"
+        assert abs(os.stat(f).st_mtime - time.time()) < 5
         # a value that did not change keeps its mtime
         before = os.stat(m.path / ZK1 / "self" / "image").st_mtime
         put(server, f"{ZK1_PATH}/cardinal_value", "9")
