@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -46,3 +47,43 @@ def collections_paused() -> Iterator[None]:
             _paused -= 1
             if _paused == 0:
                 gc.enable()
+
+
+def dismantle(*objs: object) -> None:
+    """Free a big transient object graph (a parsed document, its validated model) a piece
+    at a time, from a worker thread. Dropping the last reference to it frees it all in
+    one uninterruptible cascade that holds the GIL (~0.15 s for a 15 MB document's, while
+    every request waited); emptying its containers one item at a time gives the event
+    loop its turn in between. ``objs`` themselves are emptied (the caller gives them up);
+    below them, only what nothing else refers to, so an object still in use elsewhere is
+    never touched. Containers are dicts, lists, sets and objects with a ``__dict__``
+    (pydantic models); what has ``__slots__`` is freed whole."""
+    stack: list[object] = list(objs)
+    del objs
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, dict):
+            while obj:
+                _, value = obj.popitem()
+                if type(value) not in _ATOMS and sys.getrefcount(value) <= _OWNED:
+                    stack.append(value)
+                del value
+        elif isinstance(obj, list | set):
+            while obj:
+                value = obj.pop()
+                if type(value) not in _ATOMS and sys.getrefcount(value) <= _OWNED:
+                    stack.append(value)
+                del value
+        else:
+            fields = getattr(obj, "__dict__", None)
+            if isinstance(fields, dict):
+                stack.append(fields)
+            del fields
+        del obj
+
+
+#: the references an object held only by the local ``value`` shows to ``sys.getrefcount``
+#: (that name, and the call's own argument)
+_OWNED = 2
+#: what holds no other object: freed whole
+_ATOMS = frozenset({str, int, float, bool, bytes, type(None)})

@@ -15,8 +15,8 @@ from typing import Any
 
 import anyio
 
-from .. import auth, model
-from ..store import Conflict, Delete, Guard, Op, Put, Snapshot, Store
+from .. import auth, heap, model
+from ..store import Conflict, Delete, Guard, Op, Put, Snapshot, Store, yielding
 from .bodies import parse_body
 from .errors import BadRequest, Exists, NotFound
 from .keys import (
@@ -35,8 +35,8 @@ from .paths import Target
 from .records import KIND_MODEL, Draft, Record, draft, drafts, encode_record, iso
 
 _MAX_RETRIES = 20
-#: a load yields to the event loop after planning this many records (see _upsert)
-YIELD_EVERY = 256
+#: a load of this many records has its drafts taken apart off the loop once committed
+DISMANTLE_AFTER = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +73,11 @@ class Writes:
     ) -> tuple[list[Op], list[Guard], int]:
         ops: list[Op] = []
         guards: list[Guard] = []
-        wanted = [r.key for r in records]
-        wanted += [index_key(r.ids[3]) for r in records if r.kind == "unit"]
+        # a big load (100,000 records) lets the reads waiting meanwhile through as it goes
+        wanted = [r.key async for r in yielding(records)]
+        wanted += [index_key(r.ids[3]) async for r in yielding(records) if r.kind == "unit"]
         found = await snap.get_many(wanted)  # one round trip where the store allows
-        for i, r in enumerate(records):
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                await anyio.sleep(0)  # a big load: let the reads waiting meanwhile through
+        async for r in yielding(records):
             kind, ids, data, key = r.kind, r.ids, r.data, r.key
             item = found[key]
             old = Record.load(item) if item else None
@@ -114,26 +113,40 @@ class Writes:
             raise NotFound(f"{doc_path(parent_kind, parent_ids)} does not exist; create it first")
         return [Guard(item.key, item.mod_rev)]
 
-    async def load(self, data: Any) -> WriteResult:
+    async def load(self, data: dict[str, Any], *, give_up: bool = False) -> WriteResult:
         """Create or replace everything a load document names, in one transaction. The
-        validation runs in a worker thread: a big document does not hold the event loop."""
-        records = await anyio.to_thread.run_sync(self.load_drafts, data)
+        validation runs in a worker thread: a big document does not hold the event loop.
+        ``give_up``: the caller needs ``data`` no more; it is emptied once validated, in
+        that thread (see :func:`heap.dismantle`), and not freed on the loop."""
+        records = await anyio.to_thread.run_sync(self.load_drafts, data, give_up)
         now = time.time()
 
         async def plan(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
             return await self._upsert(snap, records, now)
 
-        return await self._commit(plan)
+        try:
+            return await self._commit(plan)
+        finally:
+            if len(records) >= DISMANTLE_AFTER:
+                await anyio.to_thread.run_sync(heap.dismantle, records)
 
-    def load_drafts(self, data: Any) -> list[Draft]:
-        """The records a load document writes, validated (blocking: CPU only)."""
-        doc = model.validate_document(data, self.limits)
-        if dups := model.duplicate_unit_ids(doc):
-            raise model.ModelError(dups)
-        records = [r for h, host in doc.hosts.items() for r in drafts("host", (h,), host)]
-        for a, acc in doc.accounts.items():
-            records.extend(drafts("account", (a,), acc))
-        return records
+    def load_drafts(self, data: dict[str, Any], give_up: bool = False) -> list[Draft]:
+        """The records a load document writes, validated (blocking: CPU only). The model
+        (and with ``give_up``, ``data``) is taken apart once read, here."""
+        try:
+            doc = model.validate_document(data, self.limits)
+        finally:
+            if give_up:
+                heap.dismantle(data)
+        try:
+            if dups := model.duplicate_unit_ids(doc):
+                raise model.ModelError(dups)
+            records = [r for h, host in doc.hosts.items() for r in drafts("host", (h,), host)]
+            for a, acc in doc.accounts.items():
+                records.extend(drafts("account", (a,), acc))
+            return records
+        finally:
+            heap.dismantle(doc)
 
     async def put(self, target: Target, body: bytes, content_type: str) -> WriteResult:
         """Write a whole record (and the records below it that the body names) or one field."""

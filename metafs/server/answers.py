@@ -6,7 +6,8 @@ path, its query and the headers the server looks at (``Accept``, ``Authorization
 again as they are, skipping routing, the token check, the store reads and the rendering
 (one GET of a key went from ~220 to ~50 µs of the server's time; ``make bench``).
 
-An answer is kept with the revision it was read at (its ``X-Metafs-Revision``) and reused
+An answer is kept with the revision it was read at (what the read left at ``READ_AT`` in
+the ASGI scope) and reused
 only while the store's :meth:`~metafs.store.base.Store.head` still is that revision: any
 commit, from this process or another, drops them all. Tokens live in the store, so the
 answers a revoked token got go with the commit that revoked it. Long polls (``index`` or
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..lru import LRU
-from .http import PROXY_HEADERS, is_long_poll, raw_path
+from .http import PROXY_HEADERS, READ_AT, is_long_poll, raw_path
 
 #: the request headers an answer depends on (see ``Api.principal`` and ``Api.read``)
 KEYED_HEADERS = frozenset({b"accept", b"authorization", b"if-none-match", b"metadata-flavor"})
@@ -133,12 +134,12 @@ class AnswerCache:
         if start is None or not whole or start["status"] not in (200, 304):
             return
         headers = [(bytes(k), bytes(v)) for k, v in start.get("headers", [])]
-        read_at = next((v for k, v in headers if k.lower() == b"x-metafs-revision"), None)
+        read_at = scope.get(READ_AT)
         body = b"".join(chunks)
         # kept only if read at the revision that is still the head: a commit that landed
         # while this answer was made makes it old at once
         if (
-            read_at == str(revision).encode()
+            read_at == revision
             and self._revision == revision
             and self.head() == revision
             and len(body) <= min(self.max_body, self.max_bytes)

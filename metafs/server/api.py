@@ -233,7 +233,7 @@ class Api:
         # after it (from the future too) waits for a change after it
         if index is None or index < snap.changed:
             self.metrics.saw_revision(snap.revision)
-            return read_response(request, node, snap, what, self.rendered)
+            return read_response(request, node, snap, what, self.rendered, not principal.operator)
         # polls that ask the same thing, as the client spelled it, share rereads
         asked = (principal, raw_path(request.scope), query_without(request.scope["query_string"], LONG_POLL))
         try:
@@ -242,11 +242,13 @@ class Api:
             return Response(status_code=499)  # nobody is listening any more
         self.metrics.saw_revision(snap.revision)
         if not woken:
-            return read_response(request, node, snap, what, self.rendered)
+            return read_response(request, node, snap, what, self.rendered, not principal.operator)
         # polls woken together that asked the same thing get the very same response
         headers = request.headers
         shared = (asked, headers.get("accept"), headers.get("if-none-match"), id(snap))
-        return self.polls.shared(shared, lambda: read_response(request, node, snap, what, self.rendered))
+        return self.polls.shared(
+            shared, lambda: read_response(request, node, snap, what, self.rendered, not principal.operator)
+        )
 
     def _reader(
         self, resolve: Resolver, params: frozenset[str] = frozenset(), whole: bool = False
@@ -323,7 +325,7 @@ class Api:
         del body  # the document's bytes are not needed past here
         if not isinstance(data, dict):
             raise HTTPError(400, "load document: expected a mapping with accounts and/or hosts")
-        return self.written(request, await self.writes.load(data))
+        return self.written(request, await self.writes.load(data, give_up=True))
 
     async def _write_token(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
         """POST mints a token (shown once), DELETE of ``/v1/tokens/<id>`` revokes one."""

@@ -27,7 +27,7 @@ from ..store import Store, StoreError
 from . import static
 from .answers import AnswerCache
 from .api import Api
-from .http import TEXT, raw_path
+from .http import TEXT, HTTPError, raw_path
 from .metrics import ServerMetrics, exposition
 from .settings import Settings
 
@@ -120,11 +120,21 @@ class MetadataServer:
             self._loop.call_soon_threadsafe(self.store.release_waiters)
 
     async def healthz(self, request: Request) -> Response:
+        """``ok`` while the store answers; the store's revision only to an operator token
+        (with the metadata header), as it tells how often every account is written."""
         try:
             rev = await self.store.revision()
         except StoreError as exc:
             return self.api.store_unavailable(request, exc)
-        return Response(f"ok revision {rev}\n", headers={REVISION_HEADER: str(rev)}, media_type=TEXT)
+        if "authorization" in request.headers and await self._is_operator(request):
+            return Response(f"ok revision {rev}\n", headers={REVISION_HEADER: str(rev)}, media_type=TEXT)
+        return Response("ok\n", media_type=TEXT)
+
+    async def _is_operator(self, request: Request) -> bool:
+        try:
+            return (await self.api.principal(request)).operator
+        except (HTTPError, StoreError):
+            return False
 
     async def metrics_page(self, request: Request) -> Response:
         """Prometheus metrics. No token needed (scrapers rarely send one): they carry

@@ -20,6 +20,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 LONG_POLL = frozenset({"index", "wait"})
 #: headers a proxy adds: a request carrying one was relayed, and is refused (SSRF guard)
 PROXY_HEADERS = ("X-Forwarded-For", "Forwarded")
+#: the ASGI scope key under which a read leaves the store revision it was read at, for
+#: the answer cache (the ``X-Metafs-Revision`` a scoped token gets is not that revision)
+READ_AT = "metafs.read_at"
 
 
 class HTTPError(Exception):

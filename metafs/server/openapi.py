@@ -89,7 +89,12 @@ def document() -> dict[str, Any]:
     """The OpenAPI document (built on each call: it is small)."""
     acc, stk, svc, unit = "account", "stack", "service", "unit"
     paths: dict[str, Any] = {
-        "/healthz": {"get": {"summary": "liveness and the store's revision", "responses": _responses()}},
+        "/healthz": {
+            "get": {
+                "summary": "liveness (the store's revision only to an operator token)",
+                "responses": _responses(),
+            }
+        },
         "/metrics": {"get": {"summary": "Prometheus metrics (text format)", "responses": _responses()}},
         "/v1/kv/": _resource("the list of accounts", [], writable=False),
         "/v1/kv/{account}/": _resource("an account (seed layout)", _path_params(acc)),

@@ -20,7 +20,7 @@ from ..catalog.views import UnitView
 from ..lru import LRU
 from ..protocol import INDEX_HEADER, KIND_HEADER, REVISION_HEADER
 from ..store import Snapshot
-from .http import JSON, TEXT, HTTPError, wants_json
+from .http import JSON, READ_AT, TEXT, HTTPError, wants_json
 
 Made = tuple[tuple[int, ...], int]  # what a view was rendered from: its service view's revisions, its own
 
@@ -70,14 +70,24 @@ class RenderedViews:
 
 
 def read_response(
-    request: Request, node: tree.Node | None, snap: Snapshot, what: str, rendered: RenderedViews
+    request: Request,
+    node: tree.Node | None,
+    snap: Snapshot,
+    what: str,
+    rendered: RenderedViews,
+    scoped: bool = False,
 ) -> Response:
-    """A read's response: headers from the snapshot, body in the asked format."""
+    """A read's response: headers from the snapshot, body in the asked format.
+
+    ``scoped`` (a unit or host token): ``X-Metafs-Revision`` is the last revision at which
+    anything this answer read changed, not the store's, which would show a container how
+    often every account is written. It is still a revision the answer is fresh at."""
     q = request.query_params
     fmt = q.get("format") or ("json" if wants_json(request) else "text")
+    request.scope[READ_AT] = snap.revision
     headers = {
         INDEX_HEADER: str(snap.changed),
-        REVISION_HEADER: str(snap.revision),
+        REVISION_HEADER: str(snap.changed if scoped else snap.revision),
         "ETag": f'"{snap.changed}.{fmt}"',
         "Cache-Control": "no-cache",
     }

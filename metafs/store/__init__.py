@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .base import Conflict, Delete, Guard, Item, Op, Put, Snapshot, Store, StoreError, TooLarge
+from .base import Conflict, Delete, Guard, Item, Op, Put, Snapshot, Store, StoreError, TooLarge, yielding
 
 __all__ = [
     "Conflict",
@@ -21,6 +21,7 @@ __all__ = [
     "TooLarge",
     "default_store_url",
     "open_store",
+    "yielding",
 ]
 
 

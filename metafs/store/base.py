@@ -27,8 +27,11 @@ import abc
 import asyncio
 import bisect
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+import anyio
 
 
 class StoreError(Exception):
@@ -109,6 +112,20 @@ class Stamps:
         self._at[prefix] = stamp
 
 
+T = TypeVar("T")
+#: work on many keys at once yields to the event loop after this many of them
+YIELD_EVERY = 256
+
+
+async def yielding(items: Iterable[T]) -> AsyncIterator[T]:
+    """``items``, pausing for the event loop every :data:`YIELD_EVERY`: each step is quick
+    (it never suspends), 100,000 of them are not (a big load's plan and reads)."""
+    for i, item in enumerate(items):
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            await anyio.sleep(0)
+        yield item
+
+
 @dataclass(slots=True)
 class Snapshot(abc.ABC):
     """Reads at one revision; remembers every prefix it read and when each last changed."""
@@ -140,7 +157,7 @@ class Snapshot(abc.ABC):
     async def get_many(self, keys: Sequence[str]) -> dict[str, Item | None]:
         """The item at each of ``keys`` (a backend may read them all in one round trip)."""
         found: dict[str, Item | None] = {}
-        for key, r in zip(keys, await self._ranges(keys), strict=True):
+        async for key, r in yielding(zip(keys, await self._ranges(keys), strict=True)):
             self._saw(key, r.changed, r.changed_time)
             found[key] = next((i for i in r.items if i.key == key), None)
         return found

@@ -34,6 +34,7 @@ from .base import (
     StoreError,
     Waiters,
     prefix_end,
+    yielding,
 )
 
 _SCHEMA = """
@@ -48,20 +49,12 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) 
 INSERT OR IGNORE INTO meta VALUES ('revision', 0);
 """
 _REVISION = "SELECT value FROM meta WHERE name='revision'"
-#: a snapshot asked for many keys at once yields to the event loop after this many reads
-YIELD_EVERY = 256
 T = TypeVar("T")
 
 
 async def _each(prefixes: Sequence[str], read: Callable[[str], Awaitable[T]]) -> list[T]:
-    """``read`` of each prefix, yielding to the event loop every :data:`YIELD_EVERY`: each
-    read is quick (it never suspends), 100,000 of them are not."""
-    out = []
-    for i, p in enumerate(prefixes):
-        if i % YIELD_EVERY == YIELD_EVERY - 1:
-            await anyio.sleep(0)
-        out.append(await read(p))
-    return out
+    """``read`` of each prefix, yielding to the event loop as it goes."""
+    return [await read(p) async for p in yielding(prefixes)]
 
 
 class _SqliteSnapshot(Snapshot):

@@ -141,10 +141,64 @@ WRITES = [
 def test_only_the_operator_writes(
     env: tuple[ServerProcess, dict[str, str]], who: str, method: str, path: str, body: bytes | None
 ) -> None:
-    before = httpx.get(env[0].url + "/healthz").headers["x-metafs-revision"]
+    before = httpx.get(env[0].url + "/healthz", headers=HEADERS).headers["x-metafs-revision"]
     r = get(env, who, path, method=method, content=body)
     assert r.status_code == 403 and "operator token" in r.text, r.text
-    assert httpx.get(env[0].url + "/healthz").headers["x-metafs-revision"] == before
+    assert httpx.get(env[0].url + "/healthz", headers=HEADERS).headers["x-metafs-revision"] == before
+
+
+@pytest.mark.timeout(60)
+def test_a_scoped_token_sees_revisions_of_its_own_scope(tmp_path: Path) -> None:
+    """Commits elsewhere move the store's revision, not what a unit or host token is
+    shown: neither in X-Metafs-Revision nor on /healthz. Answers are still reused."""
+    srv = ServerProcess(tmp_path / "metafs.db").start()
+    try:
+        with httpx.Client(base_url=srv.url, headers=HEADERS, timeout=10) as op:
+            assert op.post("/v1/load", content=EXAMPLE.read_bytes()).status_code == 200
+            unit = op.post("/v1/tokens/", json={"kind": "unit", "subject": ZK1}).json()["token"]
+            host = op.post("/v1/tokens/", json={"kind": "host", "subject": "node-a"}).json()["token"]
+            scoped = {
+                name: httpx.Client(
+                    base_url=srv.url, headers={**FLAVOR, "Authorization": f"Bearer {tok}"}, timeout=10
+                )
+                for name, tok in (("unit", unit), ("host", host))
+            }
+            paths = {"unit": [f"/v1/view/{ZK1}/", f"/v1/kv/{ZK1_SEED}/hostname"], "host": ["/v1/units/"]}
+
+            def seen() -> dict[str, list[str]]:
+                out = {}
+                for name, c in scoped.items():
+                    for p in paths[name]:
+                        r = c.get(p)
+                        assert r.status_code == 200, r.text
+                        assert r.headers["x-metafs-revision"] == r.headers["x-metafs-index"]
+                        out[p] = r.headers["x-metafs-revision"]
+                return out
+
+            before = seen()
+            store = int(op.get("/v1/kv/").headers["x-metafs-revision"])
+            for i in range(5):  # another account's writes
+                op.put(f"/v1/kv/{WEB1_SEED}/labels/tick", content=str(i)).raise_for_status()
+            assert int(op.get("/v1/kv/").headers["x-metafs-revision"]) == store + 5
+            assert seen() == before
+            reused = op.get("/metrics").text
+            assert seen() == before  # and the second time from the kept answers
+            count = "metafs_http_answers_reused_total"
+            assert _metric(op.get("/metrics").text, count) > _metric(reused, count)
+            for c in scoped.values():
+                assert c.get("/healthz").text == "ok\n"
+            assert httpx.get(srv.url + "/healthz").text == "ok\n"
+            assert op.get("/healthz").text == f"ok revision {store + 5}\n"
+            op.put(f"/v1/kv/{ZK1_SEED}/labels/tick", content="1").raise_for_status()
+            after = seen()  # its own scope's change shows
+            assert [int(after[p]) for p in paths["unit"]] == [store + 6] * 2, after
+            assert after["/v1/units/"] == before["/v1/units/"]  # the list did not change
+    finally:
+        srv.stop()
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
 def test_watch_leaves_out_what_is_out_of_scope(env: tuple[ServerProcess, dict[str, str]]) -> None:
@@ -255,13 +309,13 @@ def test_hostile_input(
     message: str,
 ) -> None:
     srv, _ = env
-    before = httpx.get(srv.url + "/healthz").headers["x-metafs-revision"]
+    before = httpx.get(srv.url + "/healthz", headers=HEADERS).headers["x-metafs-revision"]
     r = httpx.request(
         method, srv.url + path, content=body, headers={**HEADERS, "Content-Type": ctype}, timeout=20
     )
     assert r.status_code == status, r.text
     assert message in r.text
-    assert httpx.get(srv.url + "/healthz").headers["x-metafs-revision"] == before
+    assert httpx.get(srv.url + "/healthz", headers=HEADERS).headers["x-metafs-revision"] == before
     assert not Path("/tmp/pwned").exists()
 
 
@@ -279,7 +333,7 @@ def test_oversized_and_slow_bodies(tmp_path: Path) -> None:
         t0 = time.monotonic()
         r = httpx.post(srv.url + "/v1/load", content=slow(), headers=HEADERS, timeout=10)
         assert r.status_code == 408 and time.monotonic() - t0 < 3.5
-        assert httpx.get(srv.url + "/healthz").text == "ok revision 0\n"
+        assert httpx.get(srv.url + "/healthz", headers=HEADERS).text == "ok revision 0\n"
     finally:
         srv.stop()
 

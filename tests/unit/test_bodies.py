@@ -1,0 +1,74 @@
+"""Request bodies: a big JSON body is parsed event by event, to the same data as
+``json.loads``, with the same refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metafs.catalog import bodies
+from metafs.catalog.errors import BadRequest
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63) + 1, 2**63 - 1)  # past 64 bits yajl refuses: 'integer overflow'
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@pytest.mark.timeout(60)
+@settings(max_examples=200, deadline=None)
+@given(_JSON)
+def test_streamed_is_json_loads(value: Any) -> None:
+    raw = json.dumps(value, ensure_ascii=False).encode()
+    streamed = bodies._json_streamed(raw)
+    assert streamed == json.loads(raw)
+    assert json.dumps(streamed) == json.dumps(json.loads(raw))  # same types (int vs float) too
+
+
+@pytest.mark.timeout(30)
+def test_repeated_keys_keep_the_last_like_json_loads() -> None:
+    assert bodies._json_streamed(b'{"a": 1, "a": {"b": 2}}') == {"a": {"b": 2}}
+    assert not math.isnan(bodies._json_streamed(b"[0.5]")[0])
+
+
+def _big(doc: bytes) -> bytes:
+    """``doc`` (an object) padded past the size at which bodies are streamed."""
+    pad = b'"pad": "' + b"x" * bodies.STREAM_AFTER + b'", '
+    return doc[:1] + pad + doc[1:]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"a": 1} x', "trailing garbage"),
+        (b'{"a": 1', "premature EOF"),
+        (b'{"a": 1, }', "invalid object key"),
+        (b'{"a": NaN}', "invalid char"),
+        (b'{"a": 18446744073709551616}', "integer overflow"),
+        (b'{"a": ' + b"[" * 600 + b"]" * 600 + b"}", "nested too deeply"),
+    ],
+)
+def test_a_big_bad_body_is_refused_naming_why(body: bytes, message: str) -> None:
+    big = _big(body)
+    assert len(big) > bodies.STREAM_AFTER
+    with pytest.raises(BadRequest) as err:
+        bodies.parse_body(big, "application/json", "load document")
+    assert str(err.value).startswith("load document: ") and message in str(err.value), err.value
+
+
+@pytest.mark.timeout(30)
+def test_a_big_body_parses_whole() -> None:
+    doc = {"accounts": {"9": {"stacks": {}}}, "hosts": {"h": {"hostname": "h", "n": [1, 2.5, None]}}}
+    data = bodies.parse_body(_big(json.dumps(doc).encode()), "application/json", "load document")
+    assert len(data.pop("pad")) == bodies.STREAM_AFTER and data == doc
