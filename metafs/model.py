@@ -50,6 +50,7 @@ class Limits:
 
     labels: int = 1_000  # labels on one record
     metadata_keys: int = 10_000  # keys and list items in one service's metadata, at every depth
+    view_bytes: int = 64 << 20  # the stored JSON of one service's units: what each view carries
 
 
 DEFAULT_LIMITS = Limits()

@@ -77,6 +77,7 @@ class Writes:
         wanted = [r.key async for r in yielding(records)]
         wanted += [index_key(r.ids[3]) async for r in yielding(records) if r.kind == "unit"]
         found = await snap.get_many(wanted)  # one round trip where the store allows
+        grown: dict[tuple[str, ...], int] = {}  # a service's units: how much longer they get
         async for r in yielding(records):
             kind, ids, data, key = r.kind, r.ids, r.data, r.key
             item = found[key]
@@ -99,9 +100,27 @@ class Writes:
                 continue
             if kind == "unit":
                 ops.extend(_host_index_ops(ids, old.data if old else None, data))
-            ops.append(Put(key, encode_record(data, old, now)))
+            value = encode_record(data, old, now)
+            ops.append(Put(key, value))
             guards.append(Guard(key, old.rev if old else 0))
+            if kind == "unit":
+                grown[ids[:3]] = grown.get(ids[:3], 0) + len(value) - (len(item.value) if item else 0)
+        for service, more in grown.items():
+            await self._check_view_size(snap, service, more)
         return ops, guards, sum(isinstance(op, Put) and op.key.startswith(RECORD_PREFIXES) for op in ops)
+
+    async def _check_view_size(self, snap: Snapshot, service: tuple[str, ...], more: int) -> None:
+        """Refuse a write that makes a service's units, which every view of it carries,
+        longer than ``limits.view_bytes`` (as stored JSON; one indexed sum over SQLite)."""
+        if more <= 0:
+            return
+        size = await snap.size_under(record_key("unit", service)) + more
+        if size > self.limits.view_bytes:
+            where = doc_path("service", service)
+            raise BadRequest(
+                f"{where}.units: {size} bytes of units, over the limit of {self.limits.view_bytes}"
+                " a service's view (--max-view-bytes)"
+            )
 
     async def _require_parent(self, snap: Snapshot, target: Target) -> list[Guard]:
         if target.kind in ("host", "account"):

@@ -29,6 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_labels=args.max_labels,
         event_loop=args.event_loop,
         max_metadata_keys=args.max_metadata_keys,
+        max_view_bytes=args.max_view_bytes,
         answer_cache=args.answer_cache,
         answer_bytes=args.answer_cache_size,
         view_bytes=args.view_cache_size,
@@ -125,6 +126,14 @@ def add_commands(sub: Subparsers) -> None:
         default=DEFAULTS.max_metadata_keys,
         metavar="N",
         help="keys and list items in one service's metadata, at every depth (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-view-bytes",
+        type=positive,
+        default=DEFAULTS.max_view_bytes,
+        metavar="BYTES",
+        help="the stored JSON of one service's units, which every view of the service carries;"
+        " a write past it is refused (default: %(default)s)",
     )
     p.add_argument(
         "--answer-cache",

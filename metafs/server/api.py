@@ -93,7 +93,9 @@ class Api:
         self.metrics = metrics
         self.operator_digest = operator_digest
         self.reads = catalog.Reads(ServiceViews(settings.view_bytes))
-        self.writes = catalog.Writes(store, model.Limits(settings.max_labels, settings.max_metadata_keys))
+        self.writes = catalog.Writes(
+            store, model.Limits(settings.max_labels, settings.max_metadata_keys, settings.max_view_bytes)
+        )
         self.polls = LongPolls(store, metrics.long_polls.track_inprogress)
         self.rendered = RenderedViews(settings.rendered_bytes)
         reads, both = self.reads, ("PUT", "DELETE")

@@ -19,6 +19,7 @@ class Settings:
     event_loop: str = "asyncio"  # or "uvloop": faster, but unfair under many clients (README)
     max_labels: int = 1_000  # labels on one record (see model.Limits)
     max_metadata_keys: int = 10_000  # keys and items in one service's metadata
+    max_view_bytes: int = 64 << 20  # stored JSON of one service's units (each view carries it)
     answer_cache: int = 4096  # read answers kept until the next commit (0: none; see answers.py)
     answer_bytes: int = 16 << 20  # ... and their bodies' total size
     view_bytes: int = 32 << 20  # built service views kept, estimated (see catalog/views.py)

@@ -165,6 +165,11 @@ class Snapshot(abc.ABC):
     async def _ranges(self, prefixes: Sequence[str]) -> list[Range]:
         return [await self._range(p) for p in prefixes]
 
+    async def size_under(self, prefix: str) -> int:
+        """The length of every live value under ``prefix`` together (a backend may count
+        it without sending the values)."""
+        return sum(len(i.value) for i in await self.range(prefix))
+
     async def last_change(self, prefix: str) -> int:
         """The last revision at which anything under ``prefix`` changed (0: never)."""
         return (await self.last_changes_at([prefix]))[0][0]

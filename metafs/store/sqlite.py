@@ -78,6 +78,17 @@ class _SqliteSnapshot(Snapshot):
                 changed, changed_time = m, t
         return Range(items, changed, changed_time)
 
+    async def size_under(self, prefix: str) -> int:
+        try:
+            (n,) = self._conn.execute(
+                "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM kv WHERE key >= ? AND key < ?"
+                " AND value IS NOT NULL",
+                (prefix, prefix_end(prefix)),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite read failed: {exc}") from exc
+        return int(n)
+
     async def _ranges(self, prefixes: Sequence[str]) -> list[Range]:
         return await _each(prefixes, self._range)
 

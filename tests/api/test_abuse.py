@@ -199,3 +199,46 @@ def test_an_index_from_the_future_waits(loaded: httpx.Client, server: ServerProc
     r = loaded.get("/v1/kv/", params={"index": now + 1000, "wait": "1s"})
     assert r.status_code == 200 and time.monotonic() - t0 >= 0.9
     assert int(r.headers["x-metafs-revision"]) == now
+
+
+@pytest.mark.timeout(60)
+def test_a_service_view_past_max_view_bytes_is_refused(tmp_path: Path) -> None:
+    """Every unit's view carries its service's units: a write that makes them longer than
+    --max-view-bytes is refused naming the service and the limit, and changes nothing;
+    writes that keep it within, or shrink it, pass."""
+    srv = ServerProcess(tmp_path / "metafs.db").start("--max-view-bytes", "20000")
+    try:
+        with httpx.Client(base_url=srv.url, headers=HEADERS, timeout=10) as c:
+
+            def units(n: int, label: str = "z") -> dict[str, object]:
+                return {
+                    f"v-{i}": {"cardinal_value": i, "hostname": f"h{i}", "labels": {"zone": label}}
+                    for i in range(n)
+                }
+
+            def doc(n: int, label: str = "z") -> dict[str, object]:
+                svc = {"x": {"units": units(n, label)}}
+                return {"accounts": {"9": {"stacks": {"s": {"services": svc}}}}}
+
+            assert c.post("/v1/load", json=doc(20)).status_code == 200
+            rev = c.get("/healthz").text
+            r = c.post("/v1/load", json=doc(20, "z" * 2000))  # 20 x 2 KB more: over 20,000
+            assert r.status_code == 400, r.text
+            assert "accounts.9.stacks.s.services.x.units:" in r.text
+            assert "over the limit of 20000 a service's view (--max-view-bytes)" in r.text
+            r = c.put("/v1/kv/9/s/x/v-3/labels/big", content="b" * 19_000)  # one field
+            assert r.status_code == 400 and "--max-view-bytes" in r.text, r.text
+            assert c.get("/healthz").text == rev  # nothing changed
+            assert c.get("/v1/kv/9/s/x/v-3/labels/zone").text == "z\n"
+            # another service has its own budget; a smaller write passes
+            y = {
+                "units": {
+                    f"w-{i}": {"cardinal_value": i, "hostname": "w", "labels": {"l": "y" * 2000}}
+                    for i in range(8)
+                }
+            }
+            assert c.put("/v1/accounts/9/stacks/s/services/y", json=y).status_code == 200, "16 KB"
+            assert c.post("/v1/load", json=doc(20, "zz")).status_code == 200
+            assert c.put("/v1/kv/9/s/x/v-3/labels/zone", content="a").status_code == 200
+    finally:
+        srv.stop()
