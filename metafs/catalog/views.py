@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..lru import LRU
-from ..store import Snapshot
+from ..store import Snapshot, yielding
 from ..tree import Dir, Leaf, Node, Scalar
 from .keys import index_key, key_ids, record_key, view_prefixes
 from .records import Record, iso
+
+#: a service view built from this many records lets the event loop run while it is built
+BIG_SERVICE = 2_000
 
 
 class _Records:
@@ -27,7 +30,7 @@ class _Records:
 
     async def range(self, snap: Snapshot, prefix: str) -> list[Record]:
         out = []
-        for item in await snap.range(prefix):
+        async for item in yielding(await snap.range(prefix), BIG_SERVICE):
             rec = self.by_key.get(item.key)
             if rec is None:
                 old = self.previous.get(item.key)
@@ -183,7 +186,9 @@ async def service_view(
     service = _named(svc, [a, t, s], {"name": s, "stack_name": t, "account": a})
     all_hosts = Dir(rev=svc.rev, mtime=svc.item.mod_time)
     selves: dict[str, tuple[tuple[int, ...], Dir]] = {}
-    for peer in peers:
+    # a big service: the loop runs between peers (a small one is built at once, so that
+    # the requests that arrive meanwhile find it made instead of each building it)
+    async for peer in yielding(peers, BIG_SERVICE):
         ids = key_ids(peer.item.key)
         host = recs.get(record_key("host", (peer.data["host"],))) if "host" in peer.data else None
         made_from = (peer.rev, svc.rev, host.rev if host else 0)

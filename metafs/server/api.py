@@ -233,9 +233,11 @@ class Api:
             raise HTTPError(404, f"{what} is a value, not a directory: drop the trailing /")
         # an index from before the last change of what is read answers at once; one at or
         # after it (from the future too) waits for a change after it
+        scoped = not principal.operator
         if index is None or index < snap.changed:
             self.metrics.saw_revision(snap.revision)
-            return read_response(request, node, snap, what, self.rendered, not principal.operator)
+            made = await self.rendered.big_body(request, node, snap)
+            return read_response(request, node, snap, what, self.rendered, scoped, made)
         # polls that ask the same thing, as the client spelled it, share rereads
         asked = (principal, raw_path(request.scope), query_without(request.scope["query_string"], LONG_POLL))
         try:
@@ -244,12 +246,14 @@ class Api:
             return Response(status_code=499)  # nobody is listening any more
         self.metrics.saw_revision(snap.revision)
         if not woken:
-            return read_response(request, node, snap, what, self.rendered, not principal.operator)
+            made = await self.rendered.big_body(request, node, snap)
+            return read_response(request, node, snap, what, self.rendered, scoped, made)
         # polls woken together that asked the same thing get the very same response
         headers = request.headers
         shared = (asked, headers.get("accept"), headers.get("if-none-match"), id(snap))
+        made = None if self.polls.has_shared(shared) else await self.rendered.big_body(request, node, snap)
         return self.polls.shared(
-            shared, lambda: read_response(request, node, snap, what, self.rendered, not principal.operator)
+            shared, lambda: read_response(request, node, snap, what, self.rendered, scoped, made)
         )
 
     def _reader(

@@ -79,6 +79,9 @@ class LongPolls:
                 self._reaped.discard(task)
         return (node, snap), False
 
+    def has_shared(self, key: Hashable) -> bool:
+        return key in self._responses
+
     def shared(self, key: Hashable, make: Callable[[], Response]) -> Response:
         """The one response for every poll woken with ``key`` (Starlette's Response holds
         only its status, headers and body: sending it twice is safe)."""

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from email.utils import formatdate
+from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import tree
+from .. import heap, tree
 from ..catalog.views import UnitView
 from ..lru import LRU
 from ..protocol import INDEX_HEADER, KIND_HEADER, REVISION_HEADER
@@ -46,18 +48,48 @@ class RenderedViews:
 
     def body(self, view: UnitView, fmt: str, make: Callable[[], bytes]) -> bytes:
         """``make()``'s bytes, made once per unit, format and state of the view."""
+        body = self.kept(view, fmt)
+        if body is None:
+            body = make()
+            self.keep(view, fmt, body)
+        return body
+
+    def kept(self, view: UnitView, fmt: str) -> bytes | None:
+        """The body kept for ``view`` in ``fmt`` if made from the view as it is now."""
         if view.shared is None:
-            return make()
-        made: Made = (view.shared.revs, view.rev)
+            return None
+        kept = self._bodies.get((view.unit_id, fmt))
+        return kept[1] if kept is not None and kept[0] == (view.shared.revs, view.rev) else None
+
+    def keep(self, view: UnitView, fmt: str, body: bytes) -> None:
+        if view.shared is None:
+            return
         key = (view.unit_id, fmt)
-        kept = self._bodies.get(key)
-        if kept is not None and kept[0] == made:
-            return kept[1]
-        body = make()
         if len(body) <= self.max_bytes:
-            self._bodies.put(key, (made, body, view.shared.ids))
+            self._bodies.put(key, ((view.shared.revs, view.rev), body, view.shared.ids))
         else:
             self._bodies.pop(key)
+
+    async def big_body(self, request: Request, node: tree.Node | None, snap: Snapshot) -> bytes | None:
+        """The body of a big whole view (a service of :data:`BIG_VIEW` records or more,
+        as JSON), made in a worker thread and dumped piece by piece: on the loop, a
+        66,000-unit service's 63 MB view held every request for 9 s. None: not big, or
+        not a whole view (:func:`read_response` makes it)."""
+        q = request.query_params
+        fmt = q.get("format") or ("json" if wants_json(request) else "text")
+        if (
+            not isinstance(node, UnitView)
+            or node.shared is None
+            or len(node.shared.records) < BIG_VIEW
+            or fmt not in ("json", "meta")
+            or "since" in q
+            or f'"{snap.changed}.{fmt}"' in request.headers.get("if-none-match", "")  # a 304
+        ):
+            return None
+        body = self.kept(node, fmt)
+        if body is None:
+            body = await anyio.to_thread.run_sync(_whole_body, node, fmt)
+            self.keep(node, fmt, body)
         return body
 
     def drop(self, prefix: tuple[str, ...]) -> None:
@@ -69,6 +101,35 @@ class RenderedViews:
                 self._bodies.pop(key)
 
 
+#: a service view of this many records is rendered off the event loop (see big_body)
+BIG_VIEW = 2_000
+
+
+def _whole_body(node: tree.Node, fmt: str) -> bytes:
+    data = tree.to_meta(node) if fmt == "meta" else tree.to_json(node)
+    try:
+        return (dumps_in_pieces(data) + "\n").encode()
+    finally:
+        heap.dismantle(data)  # freed at once, its millions of objects held the GIL
+
+
+def dumps_in_pieces(data: Any, depth: int = 0) -> str:
+    """``json.dumps(data, separators=(",", ":"))``, its big dicts and lists joined in
+    Python: one ``json.dumps`` of a 63 MB view is one C call holding the GIL for ~4 s; in
+    pieces, the event loop's thread runs in between. Every container above depth 8 (where
+    a view's peers are) is taken apart, and below it those of more than 16 items."""
+    if not isinstance(data, dict | list) or (depth >= _WHOLE_BELOW and len(data) <= _SMALL):
+        return json.dumps(data, separators=(",", ":"))
+    if isinstance(data, list):
+        return "[" + ",".join(dumps_in_pieces(v, depth + 1) for v in data) + "]"
+    items = (json.dumps(str(k)) + ":" + dumps_in_pieces(v, depth + 1) for k, v in data.items())
+    return "{" + ",".join(items) + "}"
+
+
+_WHOLE_BELOW = 8
+_SMALL = 16
+
+
 def read_response(
     request: Request,
     node: tree.Node | None,
@@ -76,12 +137,14 @@ def read_response(
     what: str,
     rendered: RenderedViews,
     scoped: bool = False,
+    made: bytes | None = None,
 ) -> Response:
     """A read's response: headers from the snapshot, body in the asked format.
 
     ``scoped`` (a unit or host token): ``X-Metafs-Revision`` is the last revision at which
     anything this answer read changed, not the store's, which would show a container how
-    often every account is written. It is still a revision the answer is fresh at."""
+    often every account is written. It is still a revision the answer is fresh at.
+    ``made``: the body, made already (see :meth:`RenderedViews.big_body`)."""
     q = request.query_params
     fmt = q.get("format") or ("json" if wants_json(request) else "text")
     request.scope[READ_AT] = snap.revision
@@ -112,5 +175,8 @@ def read_response(
         data = tree.to_meta(node) if fmt == "meta" else tree.to_json(node)
         return (json.dumps(data, separators=(",", ":")) + "\n").encode()
 
-    body = rendered.body(node, fmt, make) if isinstance(node, UnitView) else make()
+    if made is not None:
+        body = made
+    else:
+        body = rendered.body(node, fmt, make) if isinstance(node, UnitView) else make()
     return Response(body, headers=headers, media_type=JSON)

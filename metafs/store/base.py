@@ -117,11 +117,13 @@ T = TypeVar("T")
 YIELD_EVERY = 256
 
 
-async def yielding(items: Iterable[T]) -> AsyncIterator[T]:
+async def yielding(items: Iterable[T], at_least: int = 0) -> AsyncIterator[T]:
     """``items``, pausing for the event loop every :data:`YIELD_EVERY`: each step is quick
-    (it never suspends), 100,000 of them are not (a big load's plan and reads)."""
+    (it never suspends), 100,000 of them are not (a big load's plan and reads). Fewer
+    than ``at_least`` items (a sequence): no pause at all."""
+    pause = not isinstance(items, Sequence) or len(items) >= at_least
     for i, item in enumerate(items):
-        if i % YIELD_EVERY == YIELD_EVERY - 1:
+        if pause and i % YIELD_EVERY == YIELD_EVERY - 1:
             await anyio.sleep(0)
         yield item
 

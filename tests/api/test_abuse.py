@@ -242,3 +242,34 @@ def test_a_service_view_past_max_view_bytes_is_refused(tmp_path: Path) -> None:
             assert c.put("/v1/kv/9/s/x/v-3/labels/zone", content="a").status_code == 200
     finally:
         srv.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_big_view_is_rendered_whole_off_the_loop(tmp_path: Path) -> None:
+    """A view of a service past render.BIG_VIEW records takes the worker-thread path: the
+    same view, every peer in it, in both formats, and the second read is the kept body."""
+    from metafs.server.render import BIG_VIEW
+
+    srv = ServerProcess(tmp_path / "metafs.db").start()
+    try:
+        with httpx.Client(base_url=srv.url, headers=HEADERS, timeout=60) as c:
+            n = BIG_VIEW + 100
+            units = {f"b-{i:05d}": {"cardinal_value": i, "hostname": f"b{i}"} for i in range(n)}
+            doc = {"accounts": {"9": {"stacks": {"s": {"services": {"big": {"units": units}}}}}}}
+            assert c.post("/v1/load", json=doc).status_code == 200
+            view = c.get("/v1/view/b-00007/", params={"format": "json"})
+            assert view.status_code == 200
+            peers = view.json()["service"]["all_hosts"]
+            assert len(peers) == n and peers["b-00123"]["hostname"] == "b123"
+            assert view.json()["self"]["cardinal_value"] == 7
+            meta = c.get("/v1/view/b-00007/", params={"format": "meta"})
+            assert meta.status_code == 200 and json.loads(meta.content)
+            assert c.get("/v1/view/b-00007/", params={"format": "meta"}).content == meta.content
+            again = c.get(
+                "/v1/view/b-00007/",
+                params={"format": "json"},
+                headers={"If-None-Match": view.headers["etag"]},
+            )
+            assert again.status_code == 304
+    finally:
+        srv.stop()
