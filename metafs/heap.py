@@ -9,7 +9,8 @@ import ctypes
 import gc
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 #: a body this big leaves enough free heap behind to be worth handing back
 TRIM_AFTER = 1 << 20
@@ -62,22 +63,16 @@ def dismantle(*objs: object) -> None:
     del objs
     while stack:
         obj = stack.pop()
-        if isinstance(obj, dict):
+        if isinstance(obj, dict | list | set):
+            is_dict = isinstance(obj, dict)
+            take: Callable[[], Any] = obj.popitem if isinstance(obj, dict) else obj.pop
             while obj:
-                _, value = obj.popitem()
+                value = take()[1] if is_dict else take()
                 if type(value) not in _ATOMS and sys.getrefcount(value) <= _OWNED:
                     stack.append(value)
                 del value
-        elif isinstance(obj, list | set):
-            while obj:
-                value = obj.pop()
-                if type(value) not in _ATOMS and sys.getrefcount(value) <= _OWNED:
-                    stack.append(value)
-                del value
-        else:
-            fields = getattr(obj, "__dict__", None)
-            if isinstance(fields, dict):
-                stack.append(fields)
+        elif isinstance(fields := getattr(obj, "__dict__", None), dict):
+            stack.append(fields)  # a model's fields (pydantic, a plain class)
             del fields
         del obj
 

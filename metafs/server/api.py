@@ -236,8 +236,7 @@ class Api:
         scoped = not principal.operator
         if index is None or index < snap.changed:
             self.metrics.saw_revision(snap.revision)
-            made = await self.rendered.big_body(request, node, snap)
-            return read_response(request, node, snap, what, self.rendered, scoped, made)
+            return await self._respond(request, node, snap, what, scoped)
         # polls that ask the same thing, as the client spelled it, share rereads
         asked = (principal, raw_path(request.scope), query_without(request.scope["query_string"], LONG_POLL))
         try:
@@ -246,8 +245,7 @@ class Api:
             return Response(status_code=499)  # nobody is listening any more
         self.metrics.saw_revision(snap.revision)
         if not woken:
-            made = await self.rendered.big_body(request, node, snap)
-            return read_response(request, node, snap, what, self.rendered, scoped, made)
+            return await self._respond(request, node, snap, what, scoped)
         # polls woken together that asked the same thing get the very same response
         headers = request.headers
         shared = (asked, headers.get("accept"), headers.get("if-none-match"), id(snap))
@@ -255,6 +253,13 @@ class Api:
         return self.polls.shared(
             shared, lambda: read_response(request, node, snap, what, self.rendered, scoped, made)
         )
+
+    async def _respond(
+        self, request: Request, node: tree.Node | None, snap: Snapshot, what: str, scoped: bool
+    ) -> Response:
+        """A read's response, a big view's body made off the loop first."""
+        made = await self.rendered.big_body(request, node, snap)
+        return read_response(request, node, snap, what, self.rendered, scoped, made)
 
     def _reader(
         self, resolve: Resolver, params: frozenset[str] = frozenset(), whole: bool = False

@@ -76,7 +76,7 @@ class RenderedViews:
         66,000-unit service's 63 MB view held every request for 9 s. None: not big, or
         not a whole view (:func:`read_response` makes it)."""
         q = request.query_params
-        fmt = q.get("format") or ("json" if wants_json(request) else "text")
+        fmt = asked_format(request)
         if (
             not isinstance(node, UnitView)
             or node.shared is None
@@ -130,6 +130,11 @@ _WHOLE_BELOW = 8
 _SMALL = 16
 
 
+def asked_format(request: Request) -> str:
+    """``?format=``, else ``json`` if the request accepts it, else ``text``."""
+    return request.query_params.get("format") or ("json" if wants_json(request) else "text")
+
+
 def read_response(
     request: Request,
     node: tree.Node | None,
@@ -146,7 +151,7 @@ def read_response(
     often every account is written. It is still a revision the answer is fresh at.
     ``made``: the body, made already (see :meth:`RenderedViews.big_body`)."""
     q = request.query_params
-    fmt = q.get("format") or ("json" if wants_json(request) else "text")
+    fmt = asked_format(request)
     request.scope[READ_AT] = snap.revision
     headers = {
         INDEX_HEADER: str(snap.changed),

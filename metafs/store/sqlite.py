@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
@@ -62,15 +62,19 @@ class _SqliteSnapshot(Snapshot):
         super().__init__(revision, stamps=stamps)
         self._conn = conn
 
-    async def _range(self, prefix: str) -> Range:
+    def _under(self, sql: str, prefix: str) -> list[Any]:
+        """The rows of ``sql``, a query over ``key >= ? AND key < ?``, for ``prefix``."""
         try:
-            rows = self._conn.execute(
-                "SELECT key, value, create_rev, mod_rev, mod_time FROM kv"
-                " WHERE key >= ? AND key < ? ORDER BY key",
-                (prefix, prefix_end(prefix)),
-            ).fetchall()
+            return self._conn.execute(sql, (prefix, prefix_end(prefix))).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite read failed: {exc}") from exc
+
+    async def _range(self, prefix: str) -> Range:
+        rows = self._under(
+            "SELECT key, value, create_rev, mod_rev, mod_time FROM kv"
+            " WHERE key >= ? AND key < ? ORDER BY key",
+            prefix,
+        )
         items = [Item(k, v, c, m, t) for k, v, c, m, t in rows if v is not None]
         changed, changed_time = 0, 0.0
         for _, _, _, m, t in rows:
@@ -79,14 +83,10 @@ class _SqliteSnapshot(Snapshot):
         return Range(items, changed, changed_time)
 
     async def size_under(self, prefix: str) -> int:
-        try:
-            (n,) = self._conn.execute(
-                "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM kv WHERE key >= ? AND key < ?"
-                " AND value IS NOT NULL",
-                (prefix, prefix_end(prefix)),
-            ).fetchone()
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite read failed: {exc}") from exc
+        ((n,),) = self._under(
+            "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM kv WHERE key >= ? AND key < ? AND value IS NOT NULL",
+            prefix,
+        )
         return int(n)
 
     async def _ranges(self, prefixes: Sequence[str]) -> list[Range]:
@@ -96,14 +96,11 @@ class _SqliteSnapshot(Snapshot):
         return await _each(prefixes, self._last_change)
 
     async def _last_change(self, prefix: str) -> tuple[int, float]:
-        try:
-            row = self._conn.execute(
-                "SELECT mod_rev, mod_time FROM kv WHERE key >= ? AND key < ? ORDER BY mod_rev DESC LIMIT 1",
-                (prefix, prefix_end(prefix)),
-            ).fetchone()
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite read failed: {exc}") from exc
-        return (int(row[0]), float(row[1])) if row else (0, 0.0)
+        rows = self._under(
+            "SELECT mod_rev, mod_time FROM kv WHERE key >= ? AND key < ? ORDER BY mod_rev DESC LIMIT 1",
+            prefix,
+        )
+        return (int(rows[0][0]), float(rows[0][1])) if rows else (0, 0.0)
 
 
 class SqliteStore(Store):

@@ -9,25 +9,15 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from metafs.catalog import bodies
 from metafs.catalog.errors import BadRequest
-
-_JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63) + 1, 2**63 - 1)  # past 64 bits yajl refuses: 'integer overflow'
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=30,
-)
+from tests.support.strategies import json_values
 
 
 @pytest.mark.timeout(60)
 @settings(max_examples=200, deadline=None)
-@given(_JSON)
+@given(json_values())
 def test_streamed_is_json_loads(value: Any) -> None:
     raw = json.dumps(value, ensure_ascii=False).encode()
     streamed = bodies._json_streamed(raw)
