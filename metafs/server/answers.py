@@ -120,18 +120,22 @@ class AnswerCache:
         start: Message | None = None
         chunks: list[bytes] = []
         whole = False
+        size = 0
 
         async def keep(message: Message) -> None:
-            nonlocal start, whole
+            nonlocal start, whole, size
             if message["type"] == "http.response.start":
                 start = message
             elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size <= self.max_body:  # a bigger one is never kept: not even joined
+                    chunks.append(chunk)
                 whole = not message.get("more_body", False)
             await send(message)
 
         await self.app(scope, receive, keep)
-        if start is None or not whole or start["status"] not in (200, 304):
+        if start is None or not whole or size > self.max_body or start["status"] not in (200, 304):
             return
         headers = [(bytes(k), bytes(v)) for k, v in start.get("headers", [])]
         read_at = scope.get(READ_AT)

@@ -3,7 +3,8 @@
 A commit returns only after SQLite has made it durable, so a write the server
 acknowledged survives SIGKILL (and power loss). Reads run on the event loop's thread on
 pooled reader connections (a point or prefix read costs tens of microseconds, less than a
-thread hop); commits run on one writer connection in a worker thread, so an fsync never
+thread hop; a prefix of thousands of keys is fetched in batches with the loop running in
+between); commits run on one writer connection in a worker thread, so an fsync never
 stalls the loop. Waiters are woken in-process after each commit: one server process owns
 a SQLite file (use the etcd backend to run several servers).
 """
@@ -49,6 +50,15 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) 
 INSERT OR IGNORE INTO meta VALUES ('revision', 0);
 """
 _REVISION = "SELECT value FROM meta WHERE name='revision'"
+#: rows of a prefix read fetched between two turns of the event loop
+RANGE_BATCH = 1024
+#: snapshots open at once, each on its own pooled reader connection (two fds: the file
+#: and its WAL). Pooled, not closed: SQLite cannot close a file while another
+#: connection of the process holds a lock on it, and parks the fd until none does, so
+#: closing readers under load leaked fds (16 -> 29 in the churn test). One more waits.
+MAX_READERS = 8
+#: seconds a snapshot waits for a reader connection before the read fails
+READER_WAIT = 10.0
 T = TypeVar("T")
 
 
@@ -70,16 +80,33 @@ class _SqliteSnapshot(Snapshot):
             raise StoreError(f"sqlite read failed: {exc}") from exc
 
     async def _range(self, prefix: str) -> Range:
-        rows = self._under(
-            "SELECT key, value, create_rev, mod_rev, mod_time FROM kv"
-            " WHERE key >= ? AND key < ? ORDER BY key",
-            prefix,
-        )
-        items = [Item(k, v, c, m, t) for k, v, c, m, t in rows if v is not None]
-        changed, changed_time = 0, 0.0
-        for _, _, _, m, t in rows:
-            if m > changed:
-                changed, changed_time = m, t
+        """The batches after the first are fetched with the loop's turn in between: a
+        66,000-unit service's records in one ``fetchall`` held every request ~0.3 s. The
+        snapshot's transaction keeps them one revision."""
+        try:
+            cur = self._conn.execute(
+                "SELECT key, value, create_rev, mod_rev, mod_time FROM kv"
+                " WHERE key >= ? AND key < ? ORDER BY key",
+                (prefix, prefix_end(prefix)),
+            )
+            try:
+                items: list[Item] = []
+                changed, changed_time = 0, 0.0
+                batch = cur.fetchmany(RANGE_BATCH)
+                while True:
+                    for k, v, c, m, t in batch:
+                        if v is not None:
+                            items.append(Item(k, v, c, m, t))
+                        if m > changed:
+                            changed, changed_time = m, t
+                    if len(batch) < RANGE_BATCH:
+                        break
+                    await anyio.sleep(0)
+                    batch = cur.fetchmany(RANGE_BATCH)
+            finally:
+                cur.close()  # a read cancelled between batches ends its statement
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite read failed: {exc}") from exc
         return Range(items, changed, changed_time)
 
     async def size_under(self, prefix: str) -> int:
@@ -116,6 +143,7 @@ class SqliteStore(Store):
             raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
         self._write_lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []
+        self._reading = anyio.Semaphore(MAX_READERS)
         self._head_conn: sqlite3.Connection | None = None
         self._stamps = Stamps()
         self._waiters = Waiters()
@@ -133,14 +161,30 @@ class SqliteStore(Store):
     async def snapshot(self) -> AsyncIterator[Snapshot]:
         if self._closed:
             raise StoreError("store is closed")
+        with anyio.move_on_after(READER_WAIT) as waited:
+            await self._reading.acquire()
+        if waited.cancelled_caught:
+            raise StoreError(f"sqlite read failed: no reader connection free within {READER_WAIT:.0f} s")
+        try:
+            async with self._reader() as conn:
+                try:
+                    (rev,) = conn.execute(_REVISION).fetchone()
+                except sqlite3.Error as exc:
+                    raise StoreError(f"sqlite read failed: {exc}") from exc
+                yield _SqliteSnapshot(conn, rev, self._stamps)
+        finally:
+            self._reading.release()
+
+    @contextlib.asynccontextmanager
+    async def _reader(self) -> AsyncIterator[sqlite3.Connection]:
+        """A pooled reader connection in a read transaction, back in the pool after."""
         try:
             conn = self._readers.pop() if self._readers else self._connect()
             conn.execute("BEGIN")
-            (rev,) = conn.execute(_REVISION).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite read failed: {exc}") from exc
         try:
-            yield _SqliteSnapshot(conn, rev, self._stamps)
+            yield conn
         finally:
             try:
                 conn.execute("COMMIT")

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from metafs import tree
 from tests.support.servers import HEADERS, ServerProcess
 
 REQUEST_START = b"GET /v1/kv/ HTTP/1.1\r\nHost: x\r\n"  # and the headers never finish
@@ -247,23 +248,27 @@ def test_a_service_view_past_max_view_bytes_is_refused(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_a_big_view_is_rendered_whole_off_the_loop(tmp_path: Path) -> None:
     """A view of a service past render.BIG_VIEW records takes the worker-thread path: the
-    same view, every peer in it, in both formats, and the second read is the kept body."""
+    same view, every peer in it, in both formats, and the second read is the kept body.
+    Each view passes 1 MB: made in several chunks and sent piecewise (PiecewiseResponse)."""
     from metafs.server.render import BIG_VIEW
 
     srv = ServerProcess(tmp_path / "metafs.db").start()
     try:
         with httpx.Client(base_url=srv.url, headers=HEADERS, timeout=60) as c:
             n = BIG_VIEW + 100
-            units = {f"b-{i:05d}": {"cardinal_value": i, "hostname": f"b{i}"} for i in range(n)}
+            pad = "x" * 600
+            units = {f"b-{i:05d}": {"cardinal_value": i, "hostname": f"b{i}{pad}"} for i in range(n)}
             doc = {"accounts": {"9": {"stacks": {"s": {"services": {"big": {"units": units}}}}}}}
             assert c.post("/v1/load", json=doc).status_code == 200
             view = c.get("/v1/view/b-00007/", params={"format": "json"})
             assert view.status_code == 200
             peers = view.json()["service"]["all_hosts"]
-            assert len(peers) == n and peers["b-00123"]["hostname"] == "b123"
+            assert len(view.content) > 1 << 20
+            assert len(peers) == n and peers["b-00123"]["hostname"] == f"b123{pad}"
             assert view.json()["self"]["cardinal_value"] == 7
             meta = c.get("/v1/view/b-00007/", params={"format": "meta"})
-            assert meta.status_code == 200 and json.loads(meta.content)
+            assert meta.status_code == 200 and len(meta.content) > 2 << 20
+            assert tree.to_json(tree.from_meta(json.loads(meta.content))) == view.json()
             assert c.get("/v1/view/b-00007/", params={"format": "meta"}).content == meta.content
             again = c.get(
                 "/v1/view/b-00007/",

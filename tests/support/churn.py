@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from metafs.store.sqlite import MAX_READERS
 from tests.support.mounts import Mount, daemon_pids
 from tests.support.servers import HEADERS, ROOT, ServerProcess
 from tests.support.soak import usage
@@ -179,8 +180,9 @@ def flat(report: dict[str, Any]) -> list[str]:
         if b > a + max(0.1 * a, 15):
             problems.append(f"{who} RSS grew from {a} MB (round {base['round']}) to {b} MB")
         # over etcd the server's pool to the members keeps up to 32 connections alive
-        # (store/etcd.py): they come as load needs them, and stay within that bound
-        slack = 32 if who == "server" and report["store"] == "etcd" else 8
+        # (store/etcd.py), over SQLite up to MAX_READERS readers of 2 fds each:
+        # they come as load needs them, and stay within that bound
+        slack = 8 if who == "daemon" else 32 if report["store"] == "etcd" else 8 + 2 * MAX_READERS
         if last[f"{who}_fds"] > base[f"{who}_fds"] + slack:
             problems.append(f"{who} fds grew from {base[f'{who}_fds']} to {last[f'{who}_fds']}")
     start, settled = report["start_inodes"], report["settled"]["inodes"]

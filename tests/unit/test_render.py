@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from metafs.server.render import dumps_in_pieces
+from metafs.server.render import json_pieces
 from tests.support.strategies import json_values
 
 
@@ -16,4 +16,4 @@ from tests.support.strategies import json_values
 @settings(max_examples=200, deadline=None)
 @given(json_values(width=20, leaves=200))
 def test_pieces_are_json_dumps(value: Any) -> None:
-    assert dumps_in_pieces(value) == json.dumps(value, separators=(",", ":"))
+    assert "".join(json_pieces(value)) == json.dumps(value, separators=(",", ":"))
