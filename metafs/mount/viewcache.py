@@ -144,7 +144,8 @@ class ViewCache:
 
     @property
     def index(self) -> int:
-        """The store revision of the last watch answer handled."""
+        """The latest revision an answer (a view, the list of units, a watch answer) was
+        fresh at: what ``metafs status`` shows, right from the first fetch."""
         return self._index
 
     # -- reads (called from filesystem handlers) -------------------------------------
@@ -210,6 +211,7 @@ class ViewCache:
         if ans.status in (403, 404):  # gone, or no longer ours to see: the same to the mount
             return None
         seen = int(ans.headers.get("x-metafs-revision", "0"))
+        self._index = max(self._index, seen)
         packer = PeerPacker(self.unpacked, zdict_of(base.root) if base else None)
         try:
             root = merge_meta(base.root if base else None, ans.json(), pack=packer)
@@ -258,6 +260,7 @@ class ViewCache:
             await trio.to_thread.run_sync(heap.trim)
         old, self.units = self.units, new
         self.units_seen = int(ans.headers.get("x-metafs-revision", "0"))
+        self._index = max(self._index, self.units_seen)
         self.listener.list_changed(old, new)
         self._units_changed.set()
         self._units_changed = trio.Event()
@@ -408,7 +411,7 @@ class ViewCache:
                 self.stale_since = None
             delay = BACKOFF_MIN
             self._checked(units, ans.index)
-            self._index = ans.index
+            self._index = max(self._index, ans.index)
 
     def _went_stale(self, exc: Exception) -> None:
         self.stats.last_error = str(exc)

@@ -109,6 +109,8 @@ def test_mount_status_and_metrics(loaded: httpx.Client, server: ServerProcess, m
     st = json.loads(cli("status", str(m.path), "--json").stdout)
     listed = st["units_listed"]
     assert listed == 9 and st["views_cached"] >= 1 and not st["stale"]
+    # the revision of the first answers, not 0 until the first watch answer
+    assert st["revision"] == int(loaded.get("/v1/kv/5/").headers["X-Metafs-Revision"]) > 0
 
     before = scrape(f"http://127.0.0.1:{port}/metrics")
     assert before["metafs_mount_units_listed", ()] == listed
