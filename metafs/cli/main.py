@@ -1,4 +1,5 @@
-"""The ``metafs`` command line: serve, load, get, ls, put, delete, wait, mount, umount, token.
+"""The ``metafs`` command line: serve, load, get, ls, put, delete, wait, mount, umount,
+status, token, and for container engines oci-hook, runtime and install-hook.
 
 Exit status: 0 on success; 1 with a one-line message on stderr when something failed
 (server unreachable, not found, invalid input); 2 for a usage error; 124 when ``wait``
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..client import ClientError
-from . import data, mount, serve
+from . import containers, data, mount, serve
 from .options import Failure
 
 EPILOG = """examples:
@@ -43,10 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_commands(sub)
     data.add_commands(sub)
     mount.add_commands(sub)
+    containers.add_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["runtime"] and argv[1:2] not in (["--help"], ["-h"]):
+        return containers.runtime(argv[1:])  # runc's command line follows: not argparse's
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

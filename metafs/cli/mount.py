@@ -1,4 +1,4 @@
-"""The commands of the mount side: ``mount``, ``umount``, ``status`` and ``oci-hook``.
+"""The commands of the mount side: ``mount``, ``umount`` and ``status``.
 
 ``metafs mount`` builds its :class:`~metafs.mount.daemon.MountOptions` once; in the
 background it starts the daemon (this same command with ``--foreground``) in its own
@@ -133,20 +133,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 2 if st.stale else 0
 
 
-def cmd_oci_hook(args: argparse.Namespace) -> int:
-    from ..mount import ocihook
-
-    try:
-        state = json.load(sys.stdin)
-    except ValueError as exc:
-        raise Failure(f"the container state on standard input is not JSON: {exc}") from None
-    try:
-        ocihook.run(state, args.anchors)
-    except (ocihook.HookError, OSError, subprocess.SubprocessError, KeyError, ValueError) as exc:
-        raise Failure(str(exc)) from None
-    return 0
-
-
 def add_commands(sub: Subparsers) -> None:
     p = add_command(
         sub, "mount", cmd_mount, "mount the metadata as a read-only filesystem; returns once it is ready"
@@ -219,20 +205,6 @@ def add_commands(sub: Subparsers) -> None:
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="where `metafs mount` mounted it")
     p.add_argument("--json", action="store_true", help="print the daemon's status as JSON")
     p.add_argument("--status-socket", metavar="PATH", help="the daemon's status socket, if not the default")
-
-    p = add_command(
-        sub,
-        "oci-hook",
-        cmd_oci_hook,
-        "OCI runtime hook (createRuntime): bind the anchor of the unit named by the container's"
-        " io.metafs.unit annotation at /meta (or io.metafs.target); reads the state on stdin",
-    )
-    p.add_argument(
-        "--anchors",
-        default="/run/metafs/anchors",
-        metavar="DIR",
-        help="the mount daemon's --anchors directory (default: %(default)s)",
-    )
 
     p = add_command(sub, "umount", cmd_umount, "unmount a metafs filesystem")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")

@@ -5,44 +5,32 @@ the daemon dies, its ``/meta`` is dead for good. Instead, each unit gets an *anc
 directory ``ANCHORS/<unit>`` that is a shared mount of itself; the daemon bind-mounts the
 unit's ``self/``, ``service/``, ``stack/`` and ``revision`` from its FUSE mount onto the
 same names inside the anchor, and the container receives the anchor with
-``rbind,ro,rslave``. After a crash the next daemon lazily unmounts the stale binds,
-mounts again and binds again; the new mounts propagate into every running container.
+``rbind,ro,rslave``. After a crash the next daemon mounts again and binds each entry
+*beneath* the stale bind, then detaches the stale one (:mod:`.binds`): the new mounts
+propagate into every running container, whose readers go from "Transport endpoint is not
+connected" straight to the new values, never to a missing file.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import trio
+
+from . import binds
+from .binds import mounted_points
 
 log = logging.getLogger("metafs.anchors")
 
 ENTRIES = ("self", "service", "stack", "revision")
 
 
-def mounts() -> dict[str, str]:
-    """Mount point -> filesystem type, for this mount namespace (octal escapes decoded;
-    where mounts are stacked, the last one)."""
-    table = {}
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 2:
-                table[fields[1].encode().decode("unicode_escape")] = fields[2]
-    return table
-
-
-def mounted_points() -> set[str]:
-    return set(mounts())
-
-
-async def _run(*args: str) -> bool:
-    result = await trio.run_process(list(args), capture_stdout=True, capture_stderr=True, check=False)
-    if result.returncode != 0:
-        log.warning("%s: %s", " ".join(args), result.stderr.decode().strip())
-    return result.returncode == 0
+#: anchors bound at once: each is a few mount calls in a worker thread, their sources
+#: looked up (and the unit's view fetched) through this daemon's own mount
+CONCURRENT_BINDS = 8
 
 
 class Anchors:
@@ -52,60 +40,91 @@ class Anchors:
         self.root = Path(root).resolve()
         self.mountpoint = Path(mountpoint).resolve()
         self.bound: set[str] = set()
+        self._limiter = trio.CapacityLimiter(CONCURRENT_BINDS)
+        # the mount calls under way: the filesystem must go on answering until there
+        # are none, or a call looking a path up through it would hang (see close)
+        self._calls = 0
+        self._idle = trio.Event()
+        self._closed = False
+
+    async def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        self._calls += 1
+        try:
+            await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        finally:
+            self._calls -= 1
+            if not self._calls:
+                self._idle.set()
 
     async def release_stale(self) -> None:
-        """Lazily unmount binds left by an earlier daemon (dead or not)."""
-        points = mounted_points()
-        if not self.root.is_dir():
+        """Detach the binds an earlier daemon left in anchors of units not bound now
+        (call after the first :meth:`sync`, which replaces the others in place)."""
+        if self._closed or not self.root.is_dir():
             return
+        points = mounted_points()
         for anchor in sorted(self.root.iterdir()):
-            for name in ENTRIES:
-                if str(anchor / name) in points:
-                    await _run("umount", "-l", str(anchor / name))
+            if anchor.name not in self.bound:
+                await self._call(_detach_entries, anchor, points)
 
     async def sync(self, units: Iterable[str]) -> None:
-        """Bind the units listed; release the anchors of units no longer listed."""
+        """Bind the units listed, several at once; release those no longer listed."""
         wanted = set(units)
-        for uid in sorted(wanted - self.bound):
-            if await self._bind(uid):
-                self.bound.add(uid)
+        async with trio.open_nursery() as nursery:
+            for uid in sorted(wanted - self.bound):
+                nursery.start_soon(self._bind, uid)
         for uid in sorted(self.bound - wanted):
-            await self._release(uid)
-            self.bound.discard(uid)
+            if not self._closed:
+                await self._release(uid)
 
-    async def release_all(self) -> None:
+    async def close(self) -> None:
+        """Release every anchor and bind no more; returns once no mount call is under
+        way, so that the filesystem may stop answering."""
+        self._closed = True
+        while self._calls:
+            self._idle = trio.Event()
+            await self._idle.wait()
         for uid in sorted(self.bound):
             await self._release(uid)
-        self.bound.clear()
 
-    async def _bind(self, uid: str) -> bool:
-        anchor = self.root / uid
-        anchor.mkdir(parents=True, exist_ok=True)
-        points = mounted_points()
-        if str(anchor) not in points:  # the anchor: a shared mount of itself
-            if not (await _run("mount", "--bind", str(anchor), str(anchor))):
-                return False
-            await _run("mount", "--make-shared", str(anchor))
-        ok = True
-        for name in ENTRIES:
-            target = anchor / name
-            if str(target) in points:
-                await _run("umount", "-l", str(target))
+    async def _bind(self, uid: str) -> None:
+        if self._closed:
+            return
+        try:
+            await self._call(_anchor, self.root / uid, self.mountpoint / uid)
+        except OSError as exc:
+            log.warning("anchor %s: %s", self.root / uid, exc)
+            return
+        self.bound.add(uid)
+        log.info("anchored %s at %s", uid, self.root / uid)
+
+    async def _release(self, uid: str) -> None:
+        await self._call(_detach_entries, self.root / uid, mounted_points())
+        self.bound.discard(uid)
+        log.info("released anchor %s", self.root / uid)
+
+
+def _anchor(anchor: Path, source: Path) -> None:
+    """Make ``anchor`` a shared mount of itself holding binds of ``source``'s entries,
+    each replacing in place whatever bind is there (a stale one of a dead daemon)."""
+    points = mounted_points()
+    anchor.mkdir(parents=True, exist_ok=True)
+    if str(anchor) not in points:
+        binds.share_itself(str(anchor))
+    for name in ENTRIES:
+        target = anchor / name
+        stale = str(target) in points
+        if not stale:  # a stale FUSE root answers ENOTCONN: only make what is not mounted
             if name == "revision":
                 target.touch(exist_ok=True)
             else:
                 target.mkdir(exist_ok=True)
-            # the path is looked up through this daemon's own FUSE mount: a child process
-            # does the mount while the trio loop goes on answering
-            ok &= await _run("mount", "--bind", str(self.mountpoint / uid / name), str(target))
-        if ok:
-            log.info("anchored %s at %s", uid, anchor)
-        return ok
+        binds.bind(str(source / name), str(target), replace=stale)
 
-    async def _release(self, uid: str) -> None:
-        anchor = self.root / uid
-        points = mounted_points()
-        for name in ENTRIES:
-            if str(anchor / name) in points:
-                await _run("umount", "-l", str(anchor / name))
-        log.info("released anchor %s", anchor)
+
+def _detach_entries(anchor: Path, points: set[str]) -> None:
+    for name in ENTRIES:
+        if str(anchor / name) in points:
+            try:
+                binds.detach(str(anchor / name))
+            except OSError as exc:
+                log.warning("%s", exc)

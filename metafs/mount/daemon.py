@@ -110,8 +110,8 @@ async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
             nursery.start_soon(_serve, nursery)
             nursery.start_soon(_signals, nursery, anchors)
             if anchors is not None:
+                await anchors.sync(cache.units.children)  # stale binds replaced in place
                 await anchors.release_stale()
-                await anchors.sync(cache.units.children)
                 nursery.start_soon(_keep_anchored, anchors, cache)
             ready("ok")
     finally:
@@ -131,7 +131,7 @@ async def _signals(nursery: trio.Nursery, anchors: Anchors | None) -> None:
         async for sig in signals:
             log.info("%s: unmounting", signal.Signals(sig).name)
             if anchors is not None:  # while the filesystem still answers the lookups
-                await anchors.release_all()
+                await anchors.close()
             nursery.cancel_scope.cancel()
             return
 

@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .anchors import mounted_points
+from .binds import mounted_points
 
 UNIT_ANNOTATION = "io.metafs.unit"
 TARGET_ANNOTATION = "io.metafs.target"

@@ -18,8 +18,10 @@ def runc_unusable() -> str | None:
     return None
 
 
-def make_bundle(root: Path, meta: Path, script: str, mounts: Sequence[dict[str, object]] = ()) -> Path:
-    rootfs = root / "rootfs"
+def make_rootfs(rootfs: Path) -> Path:
+    """A root filesystem of busybox-static, with a user ``app`` (uid 1000): what every
+    container of the tests runs (as a bundle for runc, imported as an image by Docker
+    and Podman)."""
     (rootfs / "bin").mkdir(parents=True)
     for d in ("meta", "proc", "dev", "sys", "tmp", "etc"):
         (rootfs / d).mkdir()
@@ -31,6 +33,11 @@ def make_bundle(root: Path, meta: Path, script: str, mounts: Sequence[dict[str, 
         if applet != "busybox":
             (rootfs / "bin" / applet).symlink_to("busybox")
     (rootfs / "etc" / "passwd").write_text("root:x:0:0::/:/bin/sh\napp:x:1000:1000::/tmp:/bin/sh\n")
+    return rootfs
+
+
+def make_bundle(root: Path, meta: Path, script: str, mounts: Sequence[dict[str, object]] = ()) -> Path:
+    make_rootfs(root / "rootfs")
     subprocess.run(["runc", "spec", "--bundle", str(root)], check=True)
     config = json.loads((root / "config.json").read_text())
     config["process"]["terminal"] = False

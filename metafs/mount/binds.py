@@ -1,0 +1,115 @@
+"""Bind mounts made with the kernel's mount API, in-process, with no window.
+
+:func:`bind` attaches a copy of one directory (or file) at another path. Where a mount
+is there already (a stale bind left by a dead daemon) the copy goes *beneath* it
+(``move_mount(2)`` with ``MOVE_MOUNT_BENEATH``, Linux 6.5+) and the stale one is then
+detached from above: a reader in a container that holds a slave copy of the path goes
+from the old mount straight to the new one, never to the empty directory under both
+(which would read as "not set"). On an older kernel the stale mount is detached first,
+and the window is logged.
+
+:func:`mounts` reads the mount table without touching any mount. The mount calls
+block, and a source inside this process's own FUSE mount is looked up by this very
+process: callers run them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+
+log = logging.getLogger("metafs.anchors")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+# the same numbers on x86_64 and aarch64 (syscalls added after 5.0 share one table)
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_AT_FDCWD = -100
+_OPEN_TREE_CLONE = 1
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_MOVE_MOUNT_BENEATH = 0x200
+_MS_BIND = 0x1000
+_MS_SHARED = 1 << 20
+_MNT_DETACH = 2
+
+
+def mounts() -> dict[str, str]:
+    """Mount point -> filesystem type, for this mount namespace (octal escapes decoded;
+    where mounts are stacked, the last one)."""
+    table = {}
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 2:
+                table[fields[1].encode().decode("unicode_escape")] = fields[2]
+    return table
+
+
+def mounted_points() -> set[str]:
+    return set(mounts())
+
+
+class BindError(OSError):
+    """A mount system call failed: the message names the call and the paths."""
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise BindError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def _clone(source: str) -> int:
+    """A detached copy of the mount tree at ``source`` (an fd for ``move_mount``)."""
+    fd = _libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(source), _OPEN_TREE_CLONE | os.O_CLOEXEC)
+    return _check(fd, f"open_tree {source}")
+
+
+def _move(fd: int, target: str, flags: int) -> None:
+    flags |= _MOVE_MOUNT_F_EMPTY_PATH
+    result = _libc.syscall(_SYS_MOVE_MOUNT, fd, b"", _AT_FDCWD, os.fsencode(target), flags)
+    _check(result, f"move_mount -> {target}")
+
+
+def detach(target: str) -> None:
+    """Lazily unmount the topmost mount at ``target`` (``umount -l``)."""
+    _check(_libc.umount2(os.fsencode(target), _MNT_DETACH), f"umount {target}")
+
+
+def share_itself(path: str) -> None:
+    """Make ``path`` a shared mount of itself (what containers receive ``rslave``)."""
+    p = os.fsencode(path)
+    _check(_libc.mount(p, p, None, _MS_BIND, None), f"bind {path} on itself")
+    _check(_libc.mount(None, p, None, _MS_SHARED, None), f"make {path} shared")
+
+
+_beneath_works = True
+
+
+def bind(source: str, target: str, replace: bool) -> None:
+    """Bind ``source`` at ``target``; ``replace``: a mount is at ``target`` already, and
+    the new one takes its place with no moment of neither."""
+    global _beneath_works
+    fd = _clone(source)
+    try:
+        if replace and _beneath_works:
+            try:
+                _move(fd, target, _MOVE_MOUNT_BENEATH)
+            except BindError as exc:
+                if exc.errno not in (22, 38):  # EINVAL, ENOSYS: the kernel predates 6.5
+                    raise
+                _beneath_works = False
+                log.warning("%s; stale binds are detached before the new ones (a short window)", exc)
+            else:
+                os.close(fd)
+                fd = -1  # the stale one cannot be detached while its clone's fd is open
+                detach(target)
+                return
+        if replace:
+            detach(target)
+        _move(fd, target, 0)
+    finally:
+        if fd >= 0:
+            os.close(fd)
