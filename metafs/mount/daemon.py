@@ -36,8 +36,11 @@ async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
     unit = unit_id_of(opts.unit) if opts.unit else None
     if opts.anchors and unit:
         raise MountError("--anchors needs host mode (no --unit): it anchors every unit of the host")
-    if opts.anchors and not os.path.isdir(opts.anchors):
-        raise MountError(f"--anchors {opts.anchors}: not a directory")
+    if opts.anchors:
+        try:  # made here: containers given an anchor need it before they start
+            os.makedirs(opts.anchors, exist_ok=True)
+        except OSError as exc:
+            raise MountError(f"--anchors {opts.anchors}: {exc.strerror}") from None
     prepare_mountpoint(opts.mountpoint)
     client = AsyncMetadataClient(opts.servers, opts.token)
     inodes = InodeTable((unit,) if unit else ())

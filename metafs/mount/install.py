@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_BIN = "/usr/local/bin/metafs"
-DEFAULT_HOOKS_DIR = "/etc/containers/oci/hooks.d"
+#: where Podman 4 (Debian 12) and CRI-O look by default; /etc/containers/oci/hooks.d is
+#: read only when containers.conf names it (hooks_dir): tried here
+DEFAULT_HOOKS_DIR = "/usr/share/containers/oci/hooks.d"
 RUNTIME_NAME = "metafs"
 
 

@@ -22,7 +22,18 @@ from tests.support.servers import EXAMPLE, HEADERS, ROOT
 
 from .fixtures import server
 from .harness import QUICK, Report
-from .sections import abuse, cold, long_polls, memory, page_cache, propagation, scale, throughput, warm
+from .sections import (
+    abuse,
+    cold,
+    long_polls,
+    memory,
+    page_cache,
+    propagation,
+    restart,
+    scale,
+    throughput,
+    warm,
+)
 from .workloads import big_service
 
 
@@ -40,7 +51,7 @@ def main() -> int:
         with server(tmp, "--log-level", "error") as srv:
             httpx.post(srv.url + "/v1/load", content=EXAMPLE.read_bytes(), headers=HEADERS).raise_for_status()
             httpx.post(srv.url + "/v1/load", json=big_service(100), headers=HEADERS).raise_for_status()
-            for section in (warm, page_cache, cold, propagation, throughput):
+            for section in (warm, page_cache, cold, propagation, throughput, restart):
                 section.run(report, tmp, srv)
         abuse.run(report, tmp)
         long_polls.run(report, tmp)
