@@ -4,13 +4,14 @@ scope (:mod:`.scope`), and written atomically (:mod:`.writes`)."""
 
 from __future__ import annotations
 
-from .errors import BadRequest, CatalogError, Exists, Forbidden, NotFound
+from .errors import BadRequest, CasFailed, CatalogError, Exists, Forbidden, NotFound
 from .reads import Reads
 from .scope import Scope, authenticate, scope_of
 from .writes import WriteResult, Writes
 
 __all__ = [
     "BadRequest",
+    "CasFailed",
     "CatalogError",
     "Exists",
     "Forbidden",

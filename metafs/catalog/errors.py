@@ -27,3 +27,9 @@ class NotFound(CatalogError):
 
 class Exists(CatalogError):
     status = 409
+
+
+class CasFailed(CatalogError):
+    """A check-and-set write whose index did not hold: nothing was written."""
+
+    status = 409

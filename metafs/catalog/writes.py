@@ -18,7 +18,7 @@ import anyio
 from .. import auth, heap, model
 from ..store import Conflict, Delete, Guard, Op, Put, Snapshot, Store, yielding
 from .bodies import parse_body
-from .errors import BadRequest, Exists, NotFound
+from .errors import BadRequest, CasFailed, Exists, NotFound
 from .keys import (
     COLLECTIONS,
     KIND_PREFIX,
@@ -167,8 +167,13 @@ class Writes:
         finally:
             heap.dismantle(doc)
 
-    async def put(self, target: Target, body: bytes, content_type: str) -> WriteResult:
-        """Write a whole record (and the records below it that the body names) or one field."""
+    async def put(
+        self, target: Target, body: bytes, content_type: str, cas: int | None = None
+    ) -> WriteResult:
+        """Write a whole record (and the records below it that the body names) or one field.
+        ``cas``: only if what ``target`` names was last changed at that revision (0: only
+        if it does not exist), checked in the snapshot the write commits from; else
+        :class:`CasFailed`, and nothing is written."""
         if target.kind not in KIND_MODEL:
             raise BadRequest(f"cannot write /{target.kind}: write a record below it, or use load")
         now = time.time()
@@ -182,6 +187,9 @@ class Writes:
 
             async def plan(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
                 guards = await self._require_parent(snap, target)
+                if cas is not None:
+                    item = await snap.get(target.key)
+                    _check_cas(Record.load(item) if item else None, target, cas)
                 ops, more, n = await self._upsert(snap, records, now)
                 return ops, guards + more, n
 
@@ -204,6 +212,8 @@ class Writes:
 
         async def plan_field(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
             rec = await self._existing(snap, target)
+            if cas is not None:
+                _check_cas(rec, target, cas)
             first_error: model.ModelError | None = None
             for value in candidates:
                 data = json.loads(json.dumps(rec.data))
@@ -260,14 +270,17 @@ class Writes:
             raise NotFound(f"{target.where} does not exist")
         return Record.load(item)
 
-    async def delete(self, target: Target) -> WriteResult:
-        """Delete a record with everything below it, or one field of a record."""
+    async def delete(self, target: Target, cas: int | None = None) -> WriteResult:
+        """Delete a record with everything below it, or one field of a record (``cas``: as
+        for :meth:`put`)."""
         if target.kind not in KIND_MODEL:
             raise BadRequest(f"cannot delete /{target.kind}: delete the records below it")
         where = target.where
 
         async def plan(snap: Snapshot) -> tuple[list[Op], list[Guard], int]:
             rec = await self._existing(snap, target)
+            if cas is not None:
+                _check_cas(rec, target, cas)
             guards = [Guard(target.key, rec.rev)]
             if target.field:
                 data = json.loads(json.dumps(rec.data))
@@ -289,6 +302,26 @@ class Writes:
             return ops, guards, 1
 
         return await self._commit(plan)
+
+
+def _check_cas(rec: Record | None, target: Target, cas: int) -> None:
+    """Raise :class:`CasFailed` unless ``target`` was last changed at ``cas`` (0: unless
+    it does not exist). A field's revision is its own, as ``ModifyIndex`` shows it."""
+    exists = rec is not None and (not target.field or _get_in(rec.data, target.field) is not None)
+    now = 0 if rec is None or not exists else rec.stamp(target.field)[0] if target.field else rec.rev
+    if now != cas:
+        what = f"{target.where}" + ("." + ".".join(target.field) if target.field else "")
+        raise CasFailed(
+            f"cas={cas}: {what} was last changed at {now}" if now else f"cas={cas}: {what} does not exist"
+        )
+
+
+def _get_in(data: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        if not isinstance(data, dict) or name not in data:
+            return None
+        data = data[name]
+    return data
 
 
 def _host_index_ops(ids: tuple[str, ...], old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[Op]:

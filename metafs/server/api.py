@@ -15,7 +15,13 @@ Routes (``<...>`` is one path segment, percent-decoded once):
 Every read answers text by default (EC2 style) or JSON (``Accept: application/json`` or
 ``?format=json``), carries ``ETag``, ``X-Metafs-Index`` (the revision at which that
 subtree last changed), ``X-Metafs-Revision`` and ``Last-Modified``, honours
-``If-None-Match``, and long-polls with ``?index=<revision>&wait=<duration>``.
+``If-None-Match``, and long-polls with ``?index=<revision>&wait=<duration>``. A ``/v1/kv``
+request that speaks Consul's KV protocol (:mod:`.consul`) goes to its own two handlers,
+on the same read path.
+
+Past 400 lines because every handler here shares one read path (scope, long poll,
+shared answers, rendering) and the request-level checks (guard, token, body limits);
+what each protocol's answers look like lives beside it (:mod:`.render`, :mod:`.consul`).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from ..catalog.bodies import parse_body
 from ..catalog.paths import parse_doc_path, seed_to_target
 from ..catalog.views import ServiceViews
 from ..store import Snapshot, Store, StoreError, TooLarge
+from . import consul
 from .http import (
     JSON,
     LONG_POLL,
@@ -61,6 +68,8 @@ log = logging.getLogger("metafs.server")
 Resolver = Callable[[Snapshot, list[str], catalog.Scope], Awaitable[tree.Node | None]]
 #: a route's handler of one method: the request, who asks, the path's segments after ``/v1/``
 Handler = Callable[[Request, auth.Principal, list[str]], Awaitable[Response]]
+#: another protocol's answer to a read (see :meth:`Api.read`)
+Render = Callable[[tree.Node | None, Snapshot], Response]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +161,8 @@ class Api:
                 405, f"{request.method} is not allowed on {where}", headers={"Allow": ", ".join(allowed)}
             )
         handler = route.get if method == "GET" else route.write
+        if route.name == "kv" and consul.speaks_consul(request):
+            handler = self._consul_get if method == "GET" else self._consul_write
         assert handler is not None
         return await handler(request, principal, segs)
 
@@ -159,20 +170,36 @@ class Api:
 
     async def principal(self, request: Request) -> auth.Principal:
         """The SSRF guard, then who is asking: 403 without the metadata header or with
-        ``X-Forwarded-For``; 401 without a valid token."""
+        ``X-Forwarded-For``; 401 without a valid token.
+
+        ``X-Consul-Token`` carries a token and stands in for the metadata header: a
+        relayed plain GET cannot carry a custom header. A ``?token=`` in the URL (Consul's
+        other way) can be put there by whoever makes the server fetch a URL, so it counts
+        only beside one of the two headers."""
         name, value = protocol.FLAVOR
-        for once in (name, "authorization"):
+        for once in (name, "authorization", consul.TOKEN_HEADER):
             if len(request.headers.getlist(once)) > 1:
                 raise HTTPError(400, f"header {once} is given more than once: send it once")
-        if request.headers.get(name, "").lower() != value:
-            raise HTTPError(403, f"missing header {name}: {value} (required on every /v1 request)")
+        consul_token = request.headers.get(consul.TOKEN_HEADER)
+        if consul_token is None and request.headers.get(name, "").lower() != value:
+            raise HTTPError(
+                403, f"missing header {name}: {value} (required on every /v1 request without X-Consul-Token)"
+            )
         for proxied in PROXY_HEADERS:
             if proxied in request.headers:
                 raise HTTPError(403, f"requests carrying {proxied} are refused (metadata is not proxied)")
-        token = auth.bearer(request.headers.get("authorization"))
+        token = (
+            consul_token
+            or auth.bearer(request.headers.get("authorization"))
+            or request.query_params.get("token")
+        )
         challenge = {"WWW-Authenticate": 'Bearer realm="metafs"'}
-        if token is None:
-            raise HTTPError(401, "missing token: send Authorization: Bearer <token>", headers=challenge)
+        if not token:
+            raise HTTPError(
+                401,
+                "missing token: send Authorization: Bearer <token> (or X-Consul-Token)",
+                headers=challenge,
+            )
         if self.operator_digest and auth.same_digest(auth.digest(token), self.operator_digest):
             return auth.Principal("operator", token_id="bootstrap")
         async with self.store.snapshot() as snap:
@@ -210,9 +237,14 @@ class Api:
         resolve: Callable[[Snapshot, catalog.Scope], Awaitable[tree.Node | None]],
         what: str,
         params: frozenset[str] = frozenset(),
+        render: Render | None = None,
     ) -> Response:
-        """Answer a read: resolve a tree node, long-poll if asked, render, add headers."""
-        check_query(request, {"format", "index", "wait", *params})
+        """Answer a read: resolve a tree node, long-poll if asked, render, add headers.
+
+        ``render``: another protocol's answer (Consul's): its own parameters only, and
+        Consul's rule for ``index``: 0, or one past the store's revision (the store was
+        reset, or the client's index is from elsewhere), answers at once."""
+        check_query(request, {"index", "wait", *params} if render else {"format", "index", "wait", *params})
         q = request.query_params
         index: int | None = None
         if "index" in q:
@@ -229,14 +261,18 @@ class Api:
                 return await resolve(snap, scope), snap
 
         node, snap = first = await once()
-        if isinstance(node, tree.Leaf) and raw_path(request.scope).endswith(b"/"):
+        if render is None and isinstance(node, tree.Leaf) and raw_path(request.scope).endswith(b"/"):
             raise HTTPError(404, f"{what} is a value, not a directory: drop the trailing /")
         # an index from before the last change of what is read answers at once; one at or
         # after it (from the future too) waits for a change after it
         scoped = not principal.operator
-        if index is None or index < snap.changed:
+        now = index is None or index < snap.changed
+        if now or (render is not None and (index == 0 or (index or 0) > snap.revision)):
             self.metrics.saw_revision(snap.revision)
+            if render is not None:
+                return render(node, snap)
             return await self._respond(request, node, snap, what, scoped)
+        assert index is not None
         # polls that ask the same thing, as the client spelled it, share rereads
         asked = (principal, raw_path(request.scope), query_without(request.scope["query_string"], LONG_POLL))
         try:
@@ -244,6 +280,8 @@ class Api:
         except ClientGone:
             return Response(status_code=499)  # nobody is listening any more
         self.metrics.saw_revision(snap.revision)
+        if render is not None:  # small answers: each made for itself
+            return render(node, snap)
         if not woken:
             return await self._respond(request, node, snap, what, scoped)
         # polls woken together that asked the same thing get the very same response
@@ -276,6 +314,49 @@ class Api:
             return await self.read(request, principal, resolved, "/v1/" + "/".join(segs), params)
 
         return get
+
+    async def _consul_get(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
+        """A Consul KV read: one key, ``?recurse``, ``?keys``, ``?raw``; blocking with
+        ``?index=``."""
+        r = consul.kv_read(request, segs[1:], raw_path(request.scope).endswith(b"/"))
+
+        async def resolve(snap: Snapshot, scope: catalog.Scope) -> tree.Node | None:
+            return await self.reads.seed(snap, r.at, scope)
+
+        def render(node: tree.Node | None, snap: Snapshot) -> Response:
+            return consul.read_answer(r, node, snap)
+
+        return await self.read(request, principal, resolve, "/v1/kv", consul.PARAMS["GET"], render)
+
+    async def _consul_write(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
+        """A Consul KV write (operators): ``PUT`` a value (``?cas=``), ``DELETE`` a value,
+        or a record and everything below it with ``?recurse``; ``true`` or ``false``."""
+        if not principal.operator:
+            raise HTTPError(403, f"a {principal.kind} token may not write: writes need an operator token")
+        check_query(request, set(consul.PARAMS[request.method]))
+        consul.check_flags(request)
+        cas = consul.cas_of(request)
+        target = seed_to_target(consul.names_of(segs[1:]))
+        try:
+            if request.method == "PUT":
+                body = await self.body(request)
+                result = await self.writes.put(target, body, request.headers.get("content-type", ""), cas)
+            elif not target.field and "recurse" not in request.query_params:
+                # Consul deletes the one key of that name; a record is no key of metafs's
+                return consul.write_answer(cas is None or cas == 0)
+            else:
+                result = await self.writes.delete(target, cas)
+                if target.kind in ("account", "stack", "service") and not target.field:
+                    self.reads.views.drop(target.ids)
+                    self.rendered.drop(target.ids)
+        except catalog.CasFailed:
+            return consul.write_answer(False)
+        except catalog.NotFound:
+            if request.method == "PUT":
+                raise
+            return consul.write_answer(not cas)  # deleting what is not there: done (Consul)
+        self.metrics.saw_revision(result.revision)
+        return consul.write_answer(True, result.revision)
 
     async def _watch(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
         if segs[1:]:

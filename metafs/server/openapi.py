@@ -17,7 +17,7 @@ _STATUSES = {
     "304": "not modified since the ETag in If-None-Match",
     "400": "malformed path, query or body, or invalid metadata",
     "401": "no token, or an invalid or revoked one",
-    "403": "no Metadata-Flavor header, X-Forwarded-For present, or out of the token's scope",
+    "403": "no Metadata-Flavor (nor X-Consul-Token), a proxy header, or out of the token's scope",
     "404": "no such key (yet)",
     "405": "method not allowed here",
     "408": "the request body did not arrive in time",
@@ -37,6 +37,80 @@ _READ_QUERY = [
     {"name": "index", "in": "query", "schema": {"type": "integer", "minimum": 0}},
     {"name": "wait", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,4}(ms|s|m)?$"}},
 ]
+
+
+#: Consul's KV protocol on /v1/kv (metafs/server/consul.py): a request with
+#: X-Consul-Token or any of these parameters gets Consul's shapes; the others metafs's
+CONSUL_RULE = (
+    "Consul's KV protocol on the same paths: a request that carries X-Consul-Token, or any of"
+    " raw, recurse, keys, separator, dc, stale, consistent, cached, token, cas, flags, is answered"
+    " as Consul answers (JSON entries with a base64 Value, X-Consul-Index, true/false for"
+    " writes); every other request gets metafs's text and JSON. X-Consul-Token stands in for"
+    " Metadata-Flavor; ?token= does not."
+)
+_CONSUL_TOKEN = {
+    "name": "X-Consul-Token",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "a metafs token, as Consul clients send it (stands in for Metadata-Flavor)",
+}
+
+
+def _flag(name: str, text: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "schema": {"type": "string"},
+        "allowEmptyValue": True,
+        "description": text,
+    }
+
+
+_CONSUL_QUERY = {
+    "get": [
+        _flag("raw", "Consul: the value itself"),
+        _flag("recurse", "Consul: every key with this prefix"),
+        _flag("keys", "Consul: the key names with this prefix"),
+        _flag("separator", "Consul, with keys: names up to the next separator"),
+        _flag("token", "Consul: a token (beside Metadata-Flavor only)"),
+        *(
+            _flag(n, "Consul: accepted (one datacenter, every read consistent)")
+            for n in ("dc", "stale", "consistent", "cached")
+        ),
+    ],
+    "put": [
+        {
+            "name": "cas",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "Consul: check-and-set",
+        },
+        {
+            "name": "flags",
+            "in": "query",
+            "schema": {"type": "integer", "const": 0},
+            "description": "Consul: only 0",
+        },
+    ],
+    "delete": [
+        _flag("recurse", "Consul: a record and everything below it"),
+        {
+            "name": "cas",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "Consul: check-and-set",
+        },
+    ],
+}
+
+
+def _consul(item: dict[str, Any]) -> dict[str, Any]:
+    """A /v1/kv path item that also speaks Consul's protocol."""
+    for method, op in item.items():
+        op["parameters"] = [*op["parameters"], _CONSUL_TOKEN, *_CONSUL_QUERY[method]]
+        op["description"] = CONSUL_RULE
+    return item
 
 
 def _path_params(*names: str) -> list[dict[str, Any]]:
@@ -96,17 +170,17 @@ def document() -> dict[str, Any]:
             }
         },
         "/metrics": {"get": {"summary": "Prometheus metrics (text format)", "responses": _responses()}},
-        "/v1/kv/": _resource("the list of accounts", [], writable=False),
-        "/v1/kv/{account}/": _resource("an account (seed layout)", _path_params(acc)),
-        "/v1/kv/{account}/{stack}/": _resource("a stack (seed layout)", _path_params(acc, stk)),
-        "/v1/kv/{account}/{stack}/{service}/": _resource(
-            "a service: lists its units", _path_params(acc, stk, svc)
+        "/v1/kv/": _consul(_resource("the list of accounts", [], writable=False)),
+        "/v1/kv/{account}/": _consul(_resource("an account (seed layout)", _path_params(acc))),
+        "/v1/kv/{account}/{stack}/": _consul(_resource("a stack (seed layout)", _path_params(acc, stk))),
+        "/v1/kv/{account}/{stack}/{service}/": _consul(
+            _resource("a service: lists its units", _path_params(acc, stk, svc))
         ),
-        "/v1/kv/{account}/{stack}/{service}/{unit}/": _resource(
-            "a unit's files (seed layout)", _path_params(acc, stk, svc, unit)
+        "/v1/kv/{account}/{stack}/{service}/{unit}/": _consul(
+            _resource("a unit's files (seed layout)", _path_params(acc, stk, svc, unit))
         ),
-        "/v1/kv/{account}/{stack}/{service}/{unit}/{key}": _resource(
-            "one value of a unit", _path_params(acc, stk, svc, unit, "key")
+        "/v1/kv/{account}/{stack}/{service}/{unit}/{key}": _consul(
+            _resource("one value of a unit", _path_params(acc, stk, svc, unit, "key"))
         ),
         "/v1/view/{unit}/": _view_resource(unit),
         "/v1/view/{unit}/self/{key}": _resource(
@@ -146,7 +220,11 @@ def document() -> dict[str, Any]:
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "metafs", "version": "1", "description": "container metadata as files"},
+        "info": {
+            "title": "metafs",
+            "version": "1",
+            "description": "container metadata as files. /v1/kv: " + CONSUL_RULE,
+        },
         "paths": paths,
         "components": {"securitySchemes": {"token": {"type": "http", "scheme": "bearer"}}},
         "security": [{"token": []}],
