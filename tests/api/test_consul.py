@@ -160,6 +160,19 @@ def test_tokens_and_the_guard(srv: ServerProcess) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_an_answer_to_one_token_is_never_reused_for_another(srv: ServerProcess) -> None:
+    """Between two commits the server reuses answers by path, query and the headers that
+    carry a token: a unit token's answer must not reach another account's token."""
+    mine, theirs = unit_token(srv), unit_token(srv, "3b1f2c9e-0001-4a6e-9d2b-5c1e8f000001")
+    url = f"{srv.url}/v1/kv/{ZK1_PATH}/hostname"
+    for _ in range(3):  # the second and third would be reused answers
+        assert httpx.get(url, headers={"X-Consul-Token": mine}).status_code == 200
+    for _ in range(3):
+        r = httpx.get(url, headers={"X-Consul-Token": theirs})
+        assert r.status_code == 403 and "X-Consul-Index" not in r.headers, r.text
+
+
+@pytest.mark.timeout(60)
 def test_blocking_queries(srv: ServerProcess) -> None:
     c = client(srv)
     key = f"{ZK1_PATH}/hostname"
