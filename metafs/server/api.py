@@ -46,6 +46,7 @@ from .http import (
     JSON,
     LONG_POLL,
     PROXY_HEADERS,
+    READ_AT,
     TEXT,
     HTTPError,
     check_query,
@@ -324,6 +325,7 @@ class Api:
             return await self.reads.seed(snap, r.at, scope)
 
         def render(node: tree.Node | None, snap: Snapshot) -> Response:
+            request.scope[READ_AT] = snap.revision  # reusable until the next commit
             return consul.read_answer(r, node, snap)
 
         return await self.read(request, principal, resolve, "/v1/kv", consul.PARAMS["GET"], render)

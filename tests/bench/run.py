@@ -25,6 +25,7 @@ from .harness import QUICK, Report
 from .sections import (
     abuse,
     cold,
+    consul,
     long_polls,
     memory,
     page_cache,
@@ -51,7 +52,7 @@ def main() -> int:
         with server(tmp, "--log-level", "error") as srv:
             httpx.post(srv.url + "/v1/load", content=EXAMPLE.read_bytes(), headers=HEADERS).raise_for_status()
             httpx.post(srv.url + "/v1/load", json=big_service(100), headers=HEADERS).raise_for_status()
-            for section in (warm, page_cache, cold, propagation, throughput, restart):
+            for section in (warm, page_cache, cold, propagation, consul, throughput, restart):
                 section.run(report, tmp, srv)
         abuse.run(report, tmp)
         long_polls.run(report, tmp)
