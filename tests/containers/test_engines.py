@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.containers.test_container import SCRIPT
+from tests.containers.test_container import SCRIPT, check_start
 from tests.support import engines
 from tests.support.mounts import MakeMount, wait_for
 from tests.support.servers import ZK1, ZK1_PATH, ServerProcess, cli
@@ -37,20 +37,6 @@ while [ $i -lt 6000 ]; do
 done
 """
 )
-
-
-def check_start(lines: list[str]) -> None:
-    """What SCRIPT prints in a container given unit ZK1's /meta."""
-    assert lines[:5] == [
-        "uid=1000",
-        "myid=1",
-        "server.1=s4-1:2888:3888",
-        "server.2=s4-2:2888:3888",
-        "server.3=s4-3:2888:3888",
-    ], lines
-    assert "write: refused" in lines and "mkdir: refused" in lines
-    assert "top: revision self service stack " in lines
-    assert "foreign: 0" in lines  # nothing of the other stack's or account's units
 
 
 @pytest.fixture(params=["docker", "podman"])
