@@ -1,6 +1,6 @@
 """A Consul blocking query's wake-up (py-consul, ``?index=`` with ``X-Consul-Index``)
-beside metafs's own long poll on the same key, in turns: the time from a write's answer
-to the blocked reader's answer."""
+beside metafs's own long poll on the same key, in turns: the time from sending a write
+to the blocked reader's answer (which often comes before the write's own answer)."""
 
 from __future__ import annotations
 
@@ -23,16 +23,16 @@ KEY = f"{ZK1_PATH}/hostname"
 def _wake(
     block: Callable[[int], None], index: Callable[[], int], write: Callable[[str], None], value: str
 ) -> float:
-    """ms from the write's answer to the answer of a query blocked at the current index."""
+    """ms from sending a write to the answer of a query blocked at the current index."""
     done: list[float] = []
     at = index()
     t = threading.Thread(target=lambda: (block(at), done.append(time.perf_counter())))
     t.start()
     time.sleep(0.05)  # parked
+    sent = time.perf_counter()
     write(value)
-    wrote = time.perf_counter()
     t.join(30)
-    return (done[0] - wrote) * 1e3
+    return (done[0] - sent) * 1e3
 
 
 def run(report: Report, tmp: Path, srv: ServerProcess) -> None:
