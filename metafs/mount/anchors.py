@@ -13,24 +13,21 @@ connected" straight to the new values, never to a missing file.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import trio
 
-from . import binds
-from .binds import mounted_points
+from .binds import ENTRIES, mounted_points
 
 log = logging.getLogger("metafs.anchors")
 
-ENTRIES = ("self", "service", "stack", "revision")
 
-
-#: anchors bound at once: each is a few mount calls in a worker thread, their sources
-#: looked up (and the unit's view fetched) through this daemon's own mount
-CONCURRENT_BINDS = 8
+#: seconds a child doing mount calls may take before it is killed
+BIND_TIMEOUT = 60.0
 
 
 class Anchors:
@@ -40,21 +37,35 @@ class Anchors:
         self.root = Path(root).resolve()
         self.mountpoint = Path(mountpoint).resolve()
         self.bound: set[str] = set()
-        self._limiter = trio.CapacityLimiter(CONCURRENT_BINDS)
         # the mount calls under way: the filesystem must go on answering until there
         # are none, or a call looking a path up through it would hang (see close)
         self._calls = 0
         self._idle = trio.Event()
         self._closed = False
 
-    async def _call(self, fn: Callable[..., None], *args: Any) -> None:
+    async def _call(self, ops: list[list[str]]) -> list[str | None]:
+        """Run ``ops`` (see :func:`.binds.main`) in a child process; one result each."""
         self._calls += 1
         try:
-            await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+            with trio.fail_after(BIND_TIMEOUT):
+                done = await trio.run_process(
+                    [sys.executable, "-m", "metafs.mount.binds"],
+                    stdin=json.dumps(ops).encode(),
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                )
+        except trio.TooSlowError:
+            return [f"mount calls took over {BIND_TIMEOUT:.0f}s"] * len(ops)
         finally:
             self._calls -= 1
             if not self._calls:
                 self._idle.set()
+        if done.returncode == 0:
+            results: list[str | None] = json.loads(done.stdout)
+            return results
+        why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no answer"]
+        return [f"the mount helper exited with {done.returncode}: {why[0]}"] * len(ops)
 
     async def release_stale(self) -> None:
         """Detach the binds an earlier daemon left in anchors of units not bound now
@@ -62,19 +73,20 @@ class Anchors:
         if self._closed or not self.root.is_dir():
             return
         points = mounted_points()
-        for anchor in sorted(self.root.iterdir()):
-            if anchor.name not in self.bound:
-                await self._call(_detach_entries, anchor, points)
+        stale = [a for a in sorted(self.root.iterdir()) if a.name not in self.bound]
+        stale = [a for a in stale if any(str(a / name) in points for name in ENTRIES)]
+        if stale:
+            for a, error in zip(stale, await self._call([["release", str(a)] for a in stale]), strict=True):
+                if error:
+                    log.warning("anchor %s: %s", a, error)
 
     async def sync(self, units: Iterable[str]) -> None:
-        """Bind the units listed, several at once; release those no longer listed."""
+        """Bind the units listed (in one helper process, several at once); release those
+        no longer listed."""
         wanted = set(units)
-        async with trio.open_nursery() as nursery:
-            for uid in sorted(wanted - self.bound):
-                nursery.start_soon(self._bind, uid)
-        for uid in sorted(self.bound - wanted):
-            if not self._closed:
-                await self._release(uid)
+        await self._bind(sorted(wanted - self.bound))
+        if not self._closed:
+            await self._release(sorted(self.bound - wanted))
 
     async def close(self) -> None:
         """Release every anchor and bind no more; returns once no mount call is under
@@ -83,48 +95,26 @@ class Anchors:
         while self._calls:
             self._idle = trio.Event()
             await self._idle.wait()
-        for uid in sorted(self.bound):
-            await self._release(uid)
+        await self._release(sorted(self.bound))
 
-    async def _bind(self, uid: str) -> None:
-        if self._closed:
+    async def _bind(self, uids: list[str]) -> None:
+        if self._closed or not uids:
             return
-        try:
-            await self._call(_anchor, self.root / uid, self.mountpoint / uid)
-        except OSError as exc:
-            log.warning("anchor %s: %s", self.root / uid, exc)
+        ops = [["anchor", str(self.root / uid), str(self.mountpoint / uid)] for uid in uids]
+        for uid, error in zip(uids, await self._call(ops), strict=True):
+            if error:
+                log.warning("anchor %s: %s", self.root / uid, error)
+                continue
+            self.bound.add(uid)
+            log.info("anchored %s at %s", uid, self.root / uid)
+
+    async def _release(self, uids: list[str]) -> None:
+        if not uids:
             return
-        self.bound.add(uid)
-        log.info("anchored %s at %s", uid, self.root / uid)
-
-    async def _release(self, uid: str) -> None:
-        await self._call(_detach_entries, self.root / uid, mounted_points())
-        self.bound.discard(uid)
-        log.info("released anchor %s", self.root / uid)
-
-
-def _anchor(anchor: Path, source: Path) -> None:
-    """Make ``anchor`` a shared mount of itself holding binds of ``source``'s entries,
-    each replacing in place whatever bind is there (a stale one of a dead daemon)."""
-    points = mounted_points()
-    anchor.mkdir(parents=True, exist_ok=True)
-    if str(anchor) not in points:
-        binds.share_itself(str(anchor))
-    for name in ENTRIES:
-        target = anchor / name
-        stale = str(target) in points
-        if not stale:  # a stale FUSE root answers ENOTCONN: only make what is not mounted
-            if name == "revision":
-                target.touch(exist_ok=True)
-            else:
-                target.mkdir(exist_ok=True)
-        binds.bind(str(source / name), str(target), replace=stale)
-
-
-def _detach_entries(anchor: Path, points: set[str]) -> None:
-    for name in ENTRIES:
-        if str(anchor / name) in points:
-            try:
-                binds.detach(str(anchor / name))
-            except OSError as exc:
-                log.warning("%s", exc)
+        for uid, error in zip(
+            uids, await self._call([["release", str(self.root / u)] for u in uids]), strict=True
+        ):
+            if error:
+                log.warning("anchor %s: %s", self.root / uid, error)
+            self.bound.discard(uid)
+            log.info("released anchor %s", self.root / uid)

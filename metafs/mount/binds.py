@@ -8,18 +8,28 @@ from the old mount straight to the new one, never to the empty directory under b
 (which would read as "not set"). On an older kernel the stale mount is detached first,
 and the window is logged.
 
-:func:`mounts` reads the mount table without touching any mount. The mount calls
-block, and a source inside this process's own FUSE mount is looked up by this very
-process: callers run them in a worker thread.
+:func:`mounts` reads the mount table without touching any mount. The mount calls block,
+and a source inside the mount daemon's own FUSE mount is looked up by the daemon itself;
+so the daemon never makes them in a thread of its own (SIGKILLed while such a thread
+waited on its own mount, the process could never finish dying, and every reader of the
+mount hung in D state): it runs ``python -m metafs.mount.binds`` with the work as JSON
+on standard input (:func:`main`), a process its death does not hold up.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 log = logging.getLogger("metafs.anchors")
+
+#: what an anchor holds: binds of these entries of the unit's directory
+ENTRIES = ("self", "service", "stack", "revision")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # the same numbers on x86_64 and aarch64 (syscalls added after 5.0 share one table)
@@ -113,3 +123,58 @@ def bind(source: str, target: str, replace: bool) -> None:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def anchor(anchor_dir: str, source: str) -> None:
+    """Make ``anchor_dir`` a shared mount of itself holding binds of ``source``'s
+    entries, each replacing in place whatever bind is there (a stale one of a dead daemon)."""
+    points = mounted_points()
+    path = Path(anchor_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    if anchor_dir not in points:
+        share_itself(anchor_dir)
+    for name in ENTRIES:
+        target = path / name
+        stale = str(target) in points
+        if not stale:  # a stale FUSE root answers ENOTCONN: only make what is not mounted
+            if name == "revision":
+                target.touch(exist_ok=True)
+            else:
+                target.mkdir(exist_ok=True)
+        bind(f"{source}/{name}", str(target), replace=stale)
+
+
+def release(anchor_dir: str) -> None:
+    """Detach every entry bound in ``anchor_dir``."""
+    points = mounted_points()
+    for name in ENTRIES:
+        if f"{anchor_dir}/{name}" in points:
+            detach(f"{anchor_dir}/{name}")
+
+
+def main() -> int:
+    """``python -m metafs.mount.binds``: standard input is a JSON list of
+    ``["anchor", ANCHOR, SOURCE]`` and ``["release", ANCHOR]``, done up to
+    :data:`CONCURRENT` at once (each anchor's source is looked up, and its view fetched,
+    through the mount); standard output is a JSON list with, for each, null when it
+    worked, else the error."""
+    ops = json.load(sys.stdin)
+
+    def run(op: list[str]) -> str | None:
+        try:
+            (anchor if op[0] == "anchor" else release)(*op[1:])
+        except OSError as exc:
+            return str(exc)
+        return None
+
+    with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
+        print(json.dumps(list(pool.map(run, ops))))
+    return 0
+
+
+#: mount calls the helper makes at once
+CONCURRENT = 8
+
+
+if __name__ == "__main__":
+    sys.exit(main())

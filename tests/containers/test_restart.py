@@ -4,10 +4,12 @@ then "not connected" while no daemon runs, then the new value; never a missing f
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,7 +20,7 @@ import pytest
 
 from tests.support.containers import make_bundle, runc_unusable
 from tests.support.mounts import MakeMount, mounted, wait_for
-from tests.support.servers import HEADERS, ZK1, ZK1_PATH, ServerProcess
+from tests.support.servers import HEADERS, OPERATOR_TOKEN, ROOT, ZK1, ZK1_PATH, ServerProcess
 
 LOOP = r"""
 i=0
@@ -130,3 +132,50 @@ def test_a_long_server_outage(loaded: httpx.Client, server: ServerProcess, make_
         for t in readers:
             t.join(10)
     assert "stale" in m.log.read_text() and "reachable again" in m.log.read_text()
+
+
+def read_error(path: Path, timeout: float = 5.0) -> OSError | None:
+    """What listing ``path`` raises, from a thread given ``timeout`` seconds (a hang fails)."""
+    errors: list[OSError] = []
+
+    def read() -> None:
+        try:
+            os.listdir(path)
+        except OSError as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert not reader.is_alive(), f"listing {path} hung"
+    return errors[0] if errors else None
+
+
+@pytest.mark.timeout(120)
+def test_a_daemon_killed_while_binding_anchors_dies_at_once(
+    server: ServerProcess, anchors: Path, tmp_path: Path
+) -> None:
+    """SIGKILL while the anchors of 300 units are being bound: the daemon is gone at once
+    and its mount answers "not connected", not a hang. (When the binds ran in threads of
+    the daemon, a thread waiting on the daemon's own mount kept the dying process alive
+    for ever, and every reader of the mount hung in D state.)"""
+    from tests.bench.workloads import big_service
+
+    r = httpx.post(f"{server.url}/v1/load", json=big_service(300), headers=HEADERS, timeout=60)
+    assert r.status_code == 200, r.text
+    mnt = tmp_path / "units"
+    mnt.mkdir()
+    cmd = [sys.executable, "-m", "metafs.cli", "mount", str(mnt), "--server", server.url]
+    cmd += ["--anchors", str(anchors), "--foreground", "--log-file", str(tmp_path / "kill.log")]
+    env = {**os.environ, "METAFS_TOKEN": OPERATOR_TOKEN}
+    try:
+        for attempt in range(3):  # killed at a few points of the binding
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+            wait_for(lambda: any(mounted(a / "self") for a in anchors.iterdir()), timeout=20)
+            time.sleep(0.02 * attempt)
+            proc.kill()
+            proc.wait(5)  # reaped: no thread of it left waiting on its own mount
+            error = read_error(mnt)
+            assert error is not None and error.errno in (errno.ENOTCONN, errno.ECONNABORTED), error
+    finally:
+        subprocess.run([str(ROOT / "tests" / "unmount-all.sh"), str(mnt)], check=False)
