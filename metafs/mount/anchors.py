@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -49,7 +50,7 @@ class Anchors:
         try:
             with trio.fail_after(BIND_TIMEOUT):
                 done = await trio.run_process(
-                    [sys.executable, "-m", "metafs.mount.binds"],
+                    [sys.executable, "-m", "metafs.mount.binds", str(os.getpid())],
                     stdin=json.dumps(ops).encode(),
                     capture_stdout=True,
                     capture_stderr=True,

@@ -125,10 +125,11 @@ def bind(source: str, target: str, replace: bool) -> None:
             os.close(fd)
 
 
-def anchor(anchor_dir: str, source: str) -> None:
+def anchor(anchor_dir: str, source: str, points: set[str]) -> None:
     """Make ``anchor_dir`` a shared mount of itself holding binds of ``source``'s
-    entries, each replacing in place whatever bind is there (a stale one of a dead daemon)."""
-    points = mounted_points()
+    entries, each replacing in place whatever bind is there (a stale one of a dead
+    daemon); ``points``: what is mounted (read once for a batch: ~1 ms each time with
+    300 mounts)."""
     path = Path(anchor_dir)
     path.mkdir(parents=True, exist_ok=True)
     if anchor_dir not in points:
@@ -144,25 +145,34 @@ def anchor(anchor_dir: str, source: str) -> None:
         bind(f"{source}/{name}", str(target), replace=stale)
 
 
-def release(anchor_dir: str) -> None:
+def release(anchor_dir: str, points: set[str]) -> None:
     """Detach every entry bound in ``anchor_dir``."""
-    points = mounted_points()
     for name in ENTRIES:
         if f"{anchor_dir}/{name}" in points:
             detach(f"{anchor_dir}/{name}")
 
 
 def main() -> int:
-    """``python -m metafs.mount.binds``: standard input is a JSON list of
+    """``python -m metafs.mount.binds [DAEMON-PID]``: standard input is a JSON list of
     ``["anchor", ANCHOR, SOURCE]`` and ``["release", ANCHOR]``, done up to
     :data:`CONCURRENT` at once (each anchor's source is looked up, and its view fetched,
     through the mount); standard output is a JSON list with, for each, null when it
-    worked, else the error."""
+    worked, else the error. Once the daemon that started it (``DAEMON-PID``) is gone it
+    starts nothing more: left alone, it went on making anchors after a SIGKILL of the
+    daemon. (Not PR_SET_PDEATHSIG: that follows the thread that spawned it, and trio
+    spawns from a worker thread that may end while the daemon lives.)"""
+    daemon = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
     ops = json.load(sys.stdin)
+    points = mounted_points()  # each op touches its own anchor only
 
     def run(op: list[str]) -> str | None:
+        if os.getppid() != daemon:
+            return "the mount daemon is gone"
         try:
-            (anchor if op[0] == "anchor" else release)(*op[1:])
+            if op[0] == "anchor":
+                anchor(op[1], op[2], points)
+            else:
+                release(op[1], points)
         except OSError as exc:
             return str(exc)
         return None

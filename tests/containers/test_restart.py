@@ -134,6 +134,18 @@ def test_a_long_server_outage(loaded: httpx.Client, server: ServerProcess, make_
     assert "stale" in m.log.read_text() and "reachable again" in m.log.read_text()
 
 
+def helpers() -> list[int]:
+    """The anchor helpers (``python -m metafs.mount.binds``) running now."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"metafs.mount.binds" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def read_error(path: Path, timeout: float = 5.0) -> OSError | None:
     """What listing ``path`` raises, from a thread given ``timeout`` seconds (a hang fails)."""
     errors: list[OSError] = []
@@ -177,5 +189,6 @@ def test_a_daemon_killed_while_binding_anchors_dies_at_once(
             proc.wait(5)  # reaped: no thread of it left waiting on its own mount
             error = read_error(mnt)
             assert error is not None and error.errno in (errno.ENOTCONN, errno.ECONNABORTED), error
+            wait_for(lambda: not helpers(), timeout=10)  # its mount helper stops too
     finally:
         subprocess.run([str(ROOT / "tests" / "unmount-all.sh"), str(mnt)], check=False)
