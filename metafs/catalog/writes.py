@@ -307,8 +307,10 @@ class Writes:
 def _check_cas(rec: Record | None, target: Target, cas: int) -> None:
     """Raise :class:`CasFailed` unless ``target`` was last changed at ``cas`` (0: unless
     it does not exist). A field's revision is its own, as ``ModifyIndex`` shows it."""
-    exists = rec is not None and (not target.field or _get_in(rec.data, target.field) is not None)
-    now = 0 if rec is None or not exists else rec.stamp(target.field)[0] if target.field else rec.rev
+    if rec is None or (target.field and _get_in(rec.data, target.field) is None):
+        now = 0  # it does not exist
+    else:
+        now = rec.stamp(target.field)[0] if target.field else rec.rev
     if now != cas:
         what = f"{target.where}" + ("." + ".".join(target.field) if target.field else "")
         raise CasFailed(

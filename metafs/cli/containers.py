@@ -67,7 +67,7 @@ def _this_executable() -> str:
     return shutil.which("metafs") or "metafs"
 
 
-def cmd_runtime(args: argparse.Namespace) -> int:  # reached only as `metafs runtime --help`
+def cmd_runtime(args: argparse.Namespace) -> int:  # main() hands `runtime` over first; --help exits
     return runtime(args.runc_args)
 
 

@@ -62,11 +62,28 @@ class Anchors:
             self._calls -= 1
             if not self._calls:
                 self._idle.set()
+        for line in done.stderr.decode(errors="replace").splitlines():
+            log.warning("mount helper: %s", line)  # e.g. the kernel has no mount-beneath
         if done.returncode == 0:
             results: list[str | None] = json.loads(done.stdout)
             return results
-        why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no answer"]
-        return [f"the mount helper exited with {done.returncode}: {why[0]}"] * len(ops)
+        return [f"the mount helper exited with {done.returncode}"] * len(ops)
+
+    async def _apply(self, op: str, uids: list[str]) -> list[str]:
+        """``anchor`` or ``release`` each unit's anchor; the units it worked for."""
+        if not uids:
+            return []
+        sources = [[str(self.mountpoint / uid)] if op == "anchor" else [] for uid in uids]
+        results = await self._call(
+            [[op, str(self.root / uid), *src] for uid, src in zip(uids, sources, strict=True)]
+        )
+        done = []
+        for uid, error in zip(uids, results, strict=True):
+            if error:
+                log.warning("anchor %s: %s", self.root / uid, error)
+            else:
+                done.append(uid)
+        return done
 
     async def release_stale(self) -> None:
         """Detach the binds an earlier daemon left in anchors of units not bound now
@@ -74,12 +91,10 @@ class Anchors:
         if self._closed or not self.root.is_dir():
             return
         points = mounted_points()
-        stale = [a for a in sorted(self.root.iterdir()) if a.name not in self.bound]
-        stale = [a for a in stale if any(str(a / name) in points for name in ENTRIES)]
-        if stale:
-            for a, error in zip(stale, await self._call([["release", str(a)] for a in stale]), strict=True):
-                if error:
-                    log.warning("anchor %s: %s", a, error)
+        stale = [a.name for a in sorted(self.root.iterdir()) if a.name not in self.bound]
+        await self._apply(
+            "release", [u for u in stale if any(f"{self.root / u}/{n}" in points for n in ENTRIES)]
+        )
 
     async def sync(self, units: Iterable[str]) -> None:
         """Bind the units listed (in one helper process, several at once); release those
@@ -99,23 +114,14 @@ class Anchors:
         await self._release(sorted(self.bound))
 
     async def _bind(self, uids: list[str]) -> None:
-        if self._closed or not uids:
+        if self._closed:
             return
-        ops = [["anchor", str(self.root / uid), str(self.mountpoint / uid)] for uid in uids]
-        for uid, error in zip(uids, await self._call(ops), strict=True):
-            if error:
-                log.warning("anchor %s: %s", self.root / uid, error)
-                continue
+        for uid in await self._apply("anchor", uids):
             self.bound.add(uid)
             log.info("anchored %s at %s", uid, self.root / uid)
 
     async def _release(self, uids: list[str]) -> None:
-        if not uids:
-            return
-        for uid, error in zip(
-            uids, await self._call([["release", str(self.root / u)] for u in uids]), strict=True
-        ):
-            if error:
-                log.warning("anchor %s: %s", self.root / uid, error)
+        await self._apply("release", uids)
+        for uid in uids:  # a release that failed leaves nothing of ours to redo
             self.bound.discard(uid)
             log.info("released anchor %s", self.root / uid)

@@ -19,6 +19,7 @@ on standard input (:func:`main`), a process its death does not hold up.
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import logging
 import os
@@ -98,31 +99,37 @@ def share_itself(path: str) -> None:
 _beneath_works = True
 
 
+def _beneath(fd: int, target: str) -> bool:
+    """Attach ``fd`` beneath the mount at ``target``; False where the kernel cannot
+    (before 6.5: EINVAL or ENOSYS), said once."""
+    global _beneath_works
+    if not _beneath_works:
+        return False
+    try:
+        _move(fd, target, _MOVE_MOUNT_BENEATH)
+    except BindError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+            raise
+        _beneath_works = False
+        log.warning("%s; stale binds are detached before the new ones (a short window)", exc)
+        return False
+    return True
+
+
 def bind(source: str, target: str, replace: bool) -> None:
     """Bind ``source`` at ``target``; ``replace``: a mount is at ``target`` already, and
     the new one takes its place with no moment of neither."""
-    global _beneath_works
     fd = _clone(source)
     try:
-        if replace and _beneath_works:
-            try:
-                _move(fd, target, _MOVE_MOUNT_BENEATH)
-            except BindError as exc:
-                if exc.errno not in (22, 38):  # EINVAL, ENOSYS: the kernel predates 6.5
-                    raise
-                _beneath_works = False
-                log.warning("%s; stale binds are detached before the new ones (a short window)", exc)
-            else:
-                os.close(fd)
-                fd = -1  # the stale one cannot be detached while its clone's fd is open
-                detach(target)
-                return
-        if replace:
+        beneath = replace and _beneath(fd, target)
+        if replace and not beneath:
             detach(target)
-        _move(fd, target, 0)
+        if not beneath:
+            _move(fd, target, 0)
     finally:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)  # first: a stale mount cannot be detached while this clone's fd is open
+    if beneath:
+        detach(target)  # the stale one, on top: the new one shows
 
 
 def anchor(anchor_dir: str, source: str, points: set[str]) -> None:

@@ -38,7 +38,7 @@ from starlette.responses import Response
 
 from .. import auth, catalog, heap, model, protocol, tree
 from ..catalog.bodies import parse_body
-from ..catalog.paths import parse_doc_path, seed_to_target
+from ..catalog.paths import Target, parse_doc_path, seed_to_target
 from ..catalog.views import ServiceViews
 from ..store import Snapshot, Store, StoreError, TooLarge
 from . import consul
@@ -267,13 +267,12 @@ class Api:
         # an index from before the last change of what is read answers at once; one at or
         # after it (from the future too) waits for a change after it
         scoped = not principal.operator
-        now = index is None or index < snap.changed
-        if now or (render is not None and (index == 0 or (index or 0) > snap.revision)):
+        consul_now = render is not None and (index == 0 or (index or 0) > snap.revision)
+        if index is None or index < snap.changed or consul_now:
             self.metrics.saw_revision(snap.revision)
             if render is not None:
                 return render(node, snap)
             return await self._respond(request, node, snap, what, scoped)
-        assert index is not None
         # polls that ask the same thing, as the client spelled it, share rereads
         asked = (principal, raw_path(request.scope), query_without(request.scope["query_string"], LONG_POLL))
         try:
@@ -347,10 +346,7 @@ class Api:
                 # Consul deletes the one key of that name; a record is no key of metafs's
                 return consul.write_answer(cas is None or cas == 0)
             else:
-                result = await self.writes.delete(target, cas)
-                if target.kind in ("account", "stack", "service") and not target.field:
-                    self.reads.views.drop(target.ids)
-                    self.rendered.drop(target.ids)
+                result = await self._delete(target, cas)
         except catalog.CasFailed:
             return consul.write_answer(False)
         except catalog.NotFound:
@@ -390,14 +386,19 @@ class Api:
         self._operator(request, principal, "write: writes need an operator token")
         target = seed_to_target(segs[1:]) if segs[0] == "kv" else parse_doc_path(segs)
         if request.method == "DELETE":
-            result = await self.writes.delete(target)
-            if target.kind in ("account", "stack", "service") and not target.field:
-                self.reads.views.drop(target.ids)  # what it describes is gone: so is what was kept
-                self.rendered.drop(target.ids)
-            return self.written(request, result)
+            return self.written(request, await self._delete(target))
         body = await self.body(request)
         result = await self.writes.put(target, body, request.headers.get("content-type", ""))
         return self.written(request, result)
+
+    async def _delete(self, target: Target, cas: int | None = None) -> catalog.WriteResult:
+        """Delete what ``target`` names; a deleted account, stack or service takes the
+        views and bodies kept for it along (what it describes is gone)."""
+        result = await self.writes.delete(target, cas)
+        if target.kind in ("account", "stack", "service") and not target.field:
+            self.reads.views.drop(target.ids)
+            self.rendered.drop(target.ids)
+        return result
 
     async def _load(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
         self._operator(request, principal, "load documents: that needs an operator token")

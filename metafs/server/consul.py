@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,21 +33,7 @@ ONLY_CONSUL = frozenset(
 #: ``consistent``, ``cached`` are accepted and change nothing: one datacenter, every read
 #: consistent; ``index`` and ``wait`` make a blocking query)
 PARAMS = {
-    "GET": frozenset(
-        {
-            "raw",
-            "recurse",
-            "keys",
-            "separator",
-            "dc",
-            "stale",
-            "consistent",
-            "cached",
-            "token",
-            "index",
-            "wait",
-        }
-    ),
+    "GET": (ONLY_CONSUL - {"cas", "flags"}) | {"index", "wait"},
     "PUT": frozenset({"cas", "flags", "dc", "token"}),
     "DELETE": frozenset({"recurse", "cas", "dc", "token"}),
 }
@@ -78,7 +63,10 @@ def names_of(segs: list[str]) -> list[str]:
     (``io.example%2Fzone``), and a Consul client quotes the key into the URL, so the
     segments arrive as those file names, which are decoded here (a segment sent with a
     bare ``%2F`` was decoded already, and comes through unchanged)."""
-    return [unquote(s) for s in segs]
+    try:
+        return [tree.decode_name(s) for s in segs]
+    except UnicodeDecodeError:
+        raise HTTPError(400, "a key's segment is not percent-encoded UTF-8") from None
 
 
 def kv_read(request: Request, segs: list[str], trailing: bool) -> KvRead:

@@ -124,17 +124,14 @@ def test_the_bind_route_survives_a_daemon_restart(
 def install_hook(tmp_path: Path, anchors: Path, *extra: str) -> tuple[Path, Path]:
     """`metafs install-hook` into ``tmp_path``: the executable and the hooks.d it wrote."""
     bin_path, hooks = tmp_path / "bin" / "metafs", tmp_path / "hooks.d"
-    r = cli(
-        "install-hook", "--bin", str(bin_path), "--hooks-dir", str(hooks), "--anchors", str(anchors), *extra
-    )
+    args = ["--bin", str(bin_path), "--hooks-dir", str(hooks), "--anchors", str(anchors), *extra]
+    r = cli("install-hook", *args)
     assert r.returncode == 0, r.stderr
     assert os.access(bin_path, os.X_OK)
     hook = json.loads((hooks / "metafs.json").read_text())
     assert hook["hook"]["path"] == str(bin_path)
     assert hook["hook"]["args"] == ["metafs", "oci-hook", "--anchors", str(anchors)]
-    again = cli(
-        "install-hook", "--bin", str(bin_path), "--hooks-dir", str(hooks), "--anchors", str(anchors), *extra
-    )
+    again = cli("install-hook", *args)
     assert again.returncode == 0 and "up to date" in again.stdout, again.stdout  # idempotent
     return bin_path, hooks
 
@@ -150,38 +147,33 @@ def check_hook_route(engine: engines.Engine, options: list[str], unknown: list[s
     assert "has no anchor" in r.stderr, r.stderr
 
 
-@pytest.mark.timeout(180)
-def test_podman_through_the_installed_hooks_d(
-    loaded: httpx.Client, server: ServerProcess, make_mount: MakeMount, anchors: Path, tmp_path: Path
-) -> None:
-    if reason := engines.unusable("podman"):
-        pytest.skip(f"podman cannot run here: {reason}")
-    make_mount(server.url, None, "--anchors", str(anchors))
-    _, hooks = install_hook(tmp_path, anchors)
-    with engines.podman(hooks_dir=hooks) as podman:
-        check_hook_route(
-            podman,
-            ["--annotation", f"io.metafs.unit={ZK1_PATH}"],
-            unknown=["--annotation", "io.metafs.unit=5/test1/s4/no-such-unit"],
-            none=[],
-        )
+#: how a container asks for a unit on each engine's hook route: Podman by annotation
+#: (hooks.d), Docker by DEPLOYMENT_UNIT_ID through the runtime shim
+ASKS = {
+    "podman": (lambda unit: ["--annotation", f"io.metafs.unit={unit}"], []),
+    "docker": (
+        lambda unit: ["--runtime", "metafs", "-e", f"DEPLOYMENT_UNIT_ID={unit}"],
+        ["--runtime", "metafs"],
+    ),
+}
 
 
 @pytest.mark.timeout(180)
-def test_docker_through_the_runtime_shim(
-    loaded: httpx.Client, server: ServerProcess, make_mount: MakeMount, anchors: Path, tmp_path: Path
+def test_the_hook_route_as_installed(
+    engine_name: str,
+    loaded: httpx.Client,
+    server: ServerProcess,
+    make_mount: MakeMount,
+    anchors: Path,
+    tmp_path: Path,
 ) -> None:
-    if reason := engines.unusable("docker"):
-        pytest.skip(f"docker cannot run here: {reason}")
+    """`metafs install-hook`, then Podman through its hooks.d, Docker through the shim."""
     make_mount(server.url, None, "--anchors", str(anchors))
     config = tmp_path / "daemon.json"
-    install_hook(tmp_path, anchors, "--docker-config", str(config))
+    _, hooks = install_hook(tmp_path, anchors, "--docker-config", str(config))
     runtime = json.loads(config.read_text())["runtimes"]["metafs"]
     assert runtime["runtimeArgs"][:1] == ["runtime"]
-    with engines.dockerd(config) as docker:
-        check_hook_route(
-            docker,
-            ["--runtime", "metafs", "-e", f"DEPLOYMENT_UNIT_ID={ZK1_PATH}"],
-            unknown=["--runtime", "metafs", "-e", "DEPLOYMENT_UNIT_ID=5/test1/s4/no-such-unit"],
-            none=["--runtime", "metafs"],
-        )
+    asks, plain = ASKS[engine_name]
+    started = engines.podman(hooks_dir=hooks) if engine_name == "podman" else engines.dockerd(config)
+    with started as engine:
+        check_hook_route(engine, asks(ZK1_PATH), unknown=asks("5/test1/s4/no-such-unit"), none=plain)
