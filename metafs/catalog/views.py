@@ -191,7 +191,10 @@ async def service_view(
     async for peer in yielding(peers, BIG_SERVICE):
         ids = key_ids(peer.item.key)
         host = recs.get(record_key("host", (peer.data["host"],))) if "host" in peer.data else None
-        made_from = (peer.rev, svc.rev, host.rev if host else 0)
+        # a host named but not there (deleted): its ``self/host`` changed when ``h/`` last
+        # did, not never (with 0 a delta kept the deleted host's fields in every mount)
+        host_rev = host.rev if host else (revs[3] if "host" in peer.data else 0)
+        made_from = (peer.rev, svc.rev, host_rev)
         old = previous.selves.get(ids[3]) if previous else None
         me = old[1] if old is not None and old[0] == made_from else unit_self(ids, peer, recs)
         selves[ids[3]] = (made_from, me)

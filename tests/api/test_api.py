@@ -399,3 +399,20 @@ def test_view_since_sends_only_what_changed(loaded: httpx.Client) -> None:
     assert loaded.get(view, params={"format": "json", "since": "1"}).status_code == 400
     assert loaded.get(view, params={"format": "meta", "since": "x"}).status_code == 400
     assert loaded.get(f"/v1/kv/{ZK1_PATH}/hostname", params={"since": "1"}).status_code == 400
+
+
+def test_view_since_shows_a_deleted_host(loaded: httpx.Client) -> None:
+    """A host deleted while units still name it: the delta must not keep its fields
+    (the peer's ``self/host`` was built from a record that is gone, not unchanged)."""
+    from metafs.tree import from_meta, merge_meta, to_meta
+
+    view = f"/v1/view/{ZK1}/"
+    before = loaded.get(view, params={"format": "meta"})
+    seen = int(before.headers["X-Metafs-Revision"])
+    assert "agent_ip" in before.json()["c"]["self"]["c"]["host"]["c"]
+    assert loaded.delete("/v1/hosts/node-a").status_code == 200
+    full = loaded.get(view, params={"format": "meta"}).json()
+    delta = loaded.get(view, params={"format": "meta", "since": str(seen)}).json()
+    merged = to_meta(merge_meta(from_meta(before.json()), delta))
+    assert sorted(merged["c"]["self"]["c"]["host"]["c"]) == ["name"]
+    assert merged == full
