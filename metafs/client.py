@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import anyio
 import httpx
 
-from .protocol import FLAVOR, INDEX_HEADER, KEY_ROUTES
+from .protocol import FLAVOR, INDEX_HEADER, KEY_ROUTES, PEERS_AT
 
 VIEW_ROOTS = {"self", "service", "stack", "revision"}
 NO_SERVER = "no server given: use --server URL or set METADATA_CONNECTION_URL"
@@ -309,16 +309,26 @@ class AsyncMetadataClient(_Base):
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
 
-    async def view(self, unit_id: str, since: int | None = None) -> Answer:
-        """A unit's whole view with revisions and times (``?format=meta``; with ``since``,
-        peers unchanged since that revision come as ``{"k": 1}``: see
-        :func:`metafs.tree.to_meta_keeping`);
+    async def view(self, unit_id: str, since: int | None = None, peers: str = "lazy") -> Answer:
+        """A unit's whole view with revisions and times (``?format=meta``). ``peers``: how
+        ``service/all_hosts`` comes (see :mod:`metafs.catalog.peers`): ``lazy`` (a big
+        service's pending, to fetch with :meth:`peers`), ``changes`` (with ``since``: the
+        peers changed since), ``all`` (inline; with ``since``, ``{"k": 1}`` per unchanged).
         404 (no such unit) and 403 (not in this token's scope) are answers, not errors."""
-        params = {"format": "meta"}
+        params = {"format": "meta", "peers": peers}
         if since is not None:
             params["since"] = str(since)
         return await self.request(
             "GET", f"/v1/view/{quote(unit_id, safe='')}/", ok=(200, 403, 404), params=params
+        )
+
+    async def peers(self, unit_id: str) -> Answer:
+        """Every peer of a unit's service at once: its view's ``service/all_hosts/``."""
+        return await self.request(
+            "GET",
+            f"/v1/view/{quote(unit_id, safe='')}/{'/'.join(PEERS_AT)}/",
+            ok=(200, 403, 404),
+            params={"format": "meta"},
         )
 
     async def units(self) -> Answer:

@@ -17,3 +17,6 @@ REVISION_HEADER = "X-Metafs-Revision"
 INDEX_HEADER = "X-Metafs-Index"
 #: ``value`` or ``directory``
 KIND_HEADER = "X-Metafs-Kind"
+#: where a unit's view holds its service's peers (``?peers=`` sends them lazily or as a
+#: change: see metafs/catalog/peers.py); a client fetches this path for them all at once
+PEERS_AT = ("service", "all_hosts")

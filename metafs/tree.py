@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,22 @@ class Dir:
 
 
 Node = Leaf | Dir
+
+
+@dataclass(slots=True)
+class Pending(Dir):
+    """A directory sent without its children (a big service's ``all_hosts``: see
+    :mod:`metafs.catalog.peers`): ``count`` of them, to be fetched by its path when first
+    listed or read below. Until then ``children`` is empty and nothing below is known."""
+
+    count: int = 0
+    loaded: bool = False  # the children were fetched since (see ViewCache.node_at)
+
+
+def unloaded(node: Node) -> bool:
+    """Whether ``node`` is a :class:`Pending` whose children were not fetched yet."""
+    return isinstance(node, Pending) and not node.loaded
+
 
 _UNSAFE = re.compile(r"[%/\x00-\x1f\x7f]")
 
@@ -117,18 +133,40 @@ def to_meta_keeping(node: Node, kept: Set[int]) -> Any:
     they did not change, deletions below them included) replaced by :data:`KEEP`; a
     client rebuilds the new tree with :func:`merge_meta`. Revisions alone cannot tell
     this: a deleted child leaves no revision behind in the tree."""
-    if id(node) in kept:
-        return KEEP
+    return to_meta_swapping(node, dict.fromkeys(kept, KEEP))
+
+
+def to_meta_swapping(node: Node, swaps: Mapping[int, Any]) -> Any:
+    """:func:`to_meta`, with every subtree whose ``id()`` is in ``swaps`` sent as what
+    that maps it to: :data:`KEEP`, :func:`pending_meta` or :func:`patch_meta`."""
+    swapped = swaps.get(id(node))
+    if swapped is not None:
+        return swapped
+    if isinstance(node, Pending) and not node.loaded:
+        return pending_meta(node)
     if isinstance(node, Leaf):
         return {"r": node.rev, "m": node.mtime, "v": node.value}
     out = {
         "r": node.rev,
         "m": node.mtime,
-        "c": {n: to_meta_keeping(c, kept) for n, c in node.children.items()},
+        "c": {n: to_meta_swapping(c, swaps) for n, c in node.children.items()},
     }
     if node.seq:
         out["s"] = True
     return out
+
+
+def pending_meta(node: Dir) -> dict[str, Any]:
+    """``node`` sent without its children (a :class:`Pending` on the other side)."""
+    count = node.count if isinstance(node, Pending) else len(node.children)
+    return {"r": node.rev, "m": node.mtime, "n": count, "d": 1}
+
+
+def patch_meta(node: Dir, changed: Mapping[str, Any], deleted: Iterable[str]) -> dict[str, Any]:
+    """``node`` as a change of the directory the client holds: the children ``changed``
+    (each in any form :func:`merge_meta` takes), the names ``deleted``, and how many
+    children there are after (the client checks it, and fetches the whole on a miss)."""
+    return {"r": node.rev, "m": node.mtime, "p": dict(changed), "x": sorted(deleted), "n": len(node.children)}
 
 
 class _Shared:
@@ -173,6 +211,10 @@ def merge_meta(
     first offered to ``pack``. Raises KeyError when the delta keeps something ``old``
     does not have."""
     shared = shared or _Shared()
+    if "d" in data:
+        return Pending({}, shared.number(data["r"]), shared.number(data["m"]), count=data["n"])
+    if "p" in data:
+        return _patched(old, data, shared, pack, path)
     if "c" not in data:
         return shared.leaf(data)
     before = old.children if isinstance(old, Dir) else {}
@@ -186,6 +228,27 @@ def merge_meta(
         made = pack(here, c) if pack is not None else None
         children[name] = made if made is not None else merge_meta(before.get(n), c, shared, pack, here)
     return Dir(children, shared.number(data["r"]), shared.number(data["m"]), data.get("s", False))
+
+
+def _patched(old: Node | None, data: Any, shared: _Shared, pack: Pack | None, path: tuple[str, ...]) -> Dir:
+    """A :func:`patch_meta` applied to ``old``: its children, less the deleted, with the
+    changed merged in. KeyError when ``old`` is not a directory whose children we hold,
+    or the result has not the count the server has (a delta against another state)."""
+    if not isinstance(old, Dir) or unloaded(old):
+        raise KeyError(path)
+    children = dict(old.children)
+    for name in data["x"]:
+        children.pop(name, None)
+    for n, c in data["p"].items():
+        name = sys.intern(n)
+        if c == KEEP:
+            continue
+        here = (*path, name) if pack is not None else path
+        made = pack(here, c) if pack is not None else None
+        children[name] = made if made is not None else merge_meta(children.get(name), c, shared, pack, here)
+    if len(children) != data["n"]:
+        raise KeyError(path)
+    return Dir(children, shared.number(data["r"]), shared.number(data["m"]), old.seq)
 
 
 def from_meta(data: Any) -> Node:

@@ -7,10 +7,13 @@ cache: they ask for a tree in a snapshot, for a scope.
 
 from __future__ import annotations
 
+from ..protocol import PEERS_AT
 from ..store import Snapshot
 from ..tree import Dir, Node, descend
-from . import layouts
+from . import layouts, peers
+from .errors import BadRequest
 from .paths import check_id
+from .peers import PeersAsked
 from .scope import Scope
 from .views import ServiceViews, view_tree
 
@@ -25,14 +28,25 @@ class Reads:
         """``/v1/kv/<account>/<stack>/<service>/<unit>/...``: the seed's layout."""
         return await layouts.seed_tree(snap, segs, scope, self.views)
 
-    async def view(self, snap: Snapshot, segs: list[str], scope: Scope) -> Node | None:
-        """``/v1/view/<unit>/...``: a unit's view (with no unit: the units listed)."""
+    async def view(
+        self, snap: Snapshot, segs: list[str], scope: Scope, asked: PeersAsked | None = None
+    ) -> Node | None:
+        """``/v1/view/<unit>/...``: a unit's view (with no unit: the units listed); a whole
+        view's peers as ``asked`` (see :mod:`.peers`)."""
         if not segs:
             return await layouts.units_tree(snap, scope)
         check_id(segs[0], "unit id")
         scope.require_unit(segs[0])
         view = await view_tree(snap, segs[0], self.views)
-        return descend(view, segs[1:]) if view else None
+        if view is None:
+            return None
+        if asked is not None and asked.mode != "all":
+            if segs[1:]:
+                raise BadRequest("peers= applies to a whole view (/v1/view/<unit>/), not to a path in it")
+            await peers.apply(snap, view, asked)
+        if [s for s in segs[1:] if s] == list(PEERS_AT) and view.shared is not None:
+            return peers.listing(view.shared)  # the same for every unit: made once
+        return descend(view, segs[1:])
 
     async def units(self, snap: Snapshot, segs: list[str], scope: Scope) -> Node | None:
         """``/v1/units/``: every unit id the scope may see."""

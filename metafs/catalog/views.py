@@ -10,14 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from ..lru import LRU
 from ..store import Snapshot, yielding
-from ..tree import Dir, Leaf, Node, Scalar
+from ..tree import Dir, Leaf, Scalar
 from .keys import index_key, key_ids, record_key, view_prefixes
 from .records import Record, iso
 
 #: a service view built from this many records lets the event loop run while it is built
 BIG_SERVICE = 2_000
+#: how long a request waits for another's build of the same service view before its own
+BUILD_WAIT = 30.0
 
 
 class _Records:
@@ -109,6 +113,11 @@ class ServiceView:
     selves: dict[str, tuple[tuple[int, ...], Dir]] = field(default_factory=dict, compare=False)
     #: ``(account, stack, service)``
     ids: tuple[str, ...] = field(default=(), compare=False)
+    #: ``(revision, unit id)`` of each peer, by the revision its ``self/`` last changed at:
+    #: the peers changed after R are a bisection away (see :mod:`.peers`)
+    changes: list[tuple[int, str]] = field(default_factory=list, compare=False)
+    #: the units deleted after a revision (read once per revision asked: see :mod:`.peers`)
+    deleted: dict[int, list[str]] = field(default_factory=dict, compare=False)
 
     def unit(self, unit_id: str) -> Dir | None:
         node = self.service.children["all_hosts"]
@@ -131,6 +140,8 @@ class ServiceViews:
 
     def __init__(self, max_bytes: int) -> None:
         self._views: LRU[tuple[str, ...], ServiceView] = LRU(self.weight, max_bytes)
+        #: the builds in flight, by service and state: those who ask meanwhile wait
+        self.building: dict[tuple[tuple[str, ...], tuple[int, ...]], anyio.Event] = {}
 
     def __len__(self) -> int:
         return len(self._views)
@@ -166,11 +177,35 @@ class ServiceViews:
 async def service_view(
     snap: Snapshot, a: str, t: str, s: str, cache: ServiceViews | None = None
 ) -> ServiceView | None:
-    """The shared part of the views of service ``a/t/s`` (from ``cache`` when current)."""
+    """The shared part of the views of service ``a/t/s`` (from ``cache`` when current).
+    Built once per state however many requests ask at once: after a change every client
+    of a 1,000-unit service asks within milliseconds, and each used to build its own."""
     stamps = await snap.last_changes_at(view_prefixes(a, t, s))
     revs = tuple(rev for rev, _ in stamps)
-    if cache is not None and (hit := cache.get((a, t, s), revs)):
+    if cache is None:
+        return await _build(snap, (a, t, s), stamps, None)
+    if hit := cache.get((a, t, s), revs):
         return hit
+    flight = cache.building.get(((a, t, s), revs))
+    if flight is not None:  # another request builds this very state: wait (bounded) for it
+        with anyio.move_on_after(BUILD_WAIT):
+            await flight.wait()
+        if hit := cache.get((a, t, s), revs):
+            return hit
+    flight = cache.building.setdefault(((a, t, s), revs), anyio.Event())
+    try:
+        return await _build(snap, (a, t, s), stamps, cache)
+    finally:
+        flight.set()
+        if cache.building.get(((a, t, s), revs)) is flight:
+            del cache.building[((a, t, s), revs)]
+
+
+async def _build(
+    snap: Snapshot, names: tuple[str, str, str], stamps: list[tuple[int, float]], cache: ServiceViews | None
+) -> ServiceView | None:
+    a, t, s = names
+    revs = tuple(rev for rev, _ in stamps)
     previous = cache.latest((a, t, s)) if cache is not None else None
     recs = _Records(previous.records if previous else None)
     peers = await recs.range(snap, record_key("unit", (a, t, s)))
@@ -221,13 +256,14 @@ async def service_view(
         records=recs.by_key,
         selves=selves,
         ids=(a, t, s),
+        changes=sorted((max(made_from), uid) for uid, (made_from, _) in selves.items()),
     )
     if cache is not None:
         cache.put((a, t, s), built)
     return built
 
 
-async def view_tree(snap: Snapshot, unit_id: str, cache: ServiceViews | None = None) -> Node | None:
+async def view_tree(snap: Snapshot, unit_id: str, cache: ServiceViews | None = None) -> UnitView | None:
     """A unit's view: ``self/``, ``service/`` (with ``all_hosts/``), ``stack/``, ``revision``
     (the last revision at which anything it shows, or any host, changed)."""
     idx = await snap.get(index_key(unit_id))
@@ -253,6 +289,10 @@ class UnitView(Dir):
 
     shared: ServiceView | None = None
     unit_id: str = ""
+    #: how the request asked for the peers (``?peers=``): subtrees sent in another form
+    #: (see :mod:`.peers`), and the name of that form for caches and ETags ("" for none)
+    swaps: dict[int, Any] | None = None
+    variant: str = ""
 
     def unchanged_since(self, since: int) -> set[int]:
         """``id()`` s of this view's peer directories (``self/`` among them) built from

@@ -23,7 +23,7 @@ from typing import NoReturn
 
 import pyfuse3
 
-from ..tree import Dir, Leaf, Node, decode_name, descend, encode_name, leaf_bytes
+from ..tree import Dir, Leaf, Node, decode_name, encode_name, leaf_bytes
 from .inodes import InodeTable, Path
 from .notify import KernelNotifier
 from .viewcache import ViewCache, ViewMissing, ViewUnavailable
@@ -70,7 +70,8 @@ class MetaFS(pyfuse3.Operations):
 
     async def _node(self, path: Path, fetch: bool = False) -> Node | None:
         """The node at ``path``; None for host mode's synthetic directories (the root, and
-        a unit whose view is not fetched yet unless ``fetch``). Raises ENOENT or EIO."""
+        a unit whose view is not fetched yet unless ``fetch``). ``fetch`` also means the
+        node is listed (a big service's peers are fetched then). Raises ENOENT or EIO."""
         if not path:
             return None
         if self.unit is None and len(path) == 1:
@@ -80,14 +81,13 @@ class MetaFS(pyfuse3.Operations):
             if view is not None or not fetch:
                 return view.root if view else None
         try:
-            view = await self.cache.get(path[0])
+            node = await self.cache.node_at(path[0], path[1:], listing=fetch)
         except ViewMissing:
             if self.unit is not None and len(path) == 1:
                 return Dir()  # unit mode, the unit deleted (or not there yet): an empty root
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         except ViewUnavailable:
             raise pyfuse3.FUSEError(errno.EIO) from None
-        node = descend(view.root, path[1:])
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return node

@@ -20,10 +20,9 @@ import zlib
 from typing import Any
 
 from ..lru import LRU
+from ..protocol import PEERS_AT
 from ..tree import Dir, Node, merge_meta
 
-#: where the peers are, in a unit's view
-PEERS_AT = ("service", "all_hosts")
 #: what a packed peer costs beside its bytes: the object, its bytes' header, its entry
 #: in ``all_hosts`` (tracemalloc: see the memory section of ``make bench``)
 PACKED_OVERHEAD = 200

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,7 +33,8 @@ import trio
 
 from .. import heap
 from ..client import AsyncMetadataClient, ClientError
-from ..tree import Dir, Leaf, descend, from_meta, merge_meta
+from ..protocol import PEERS_AT
+from ..tree import Dir, Leaf, Node, Pending, descend, from_meta, merge_meta, unloaded
 from .packing import PeerPacker, Unpacked, zdict_of
 
 log = logging.getLogger("metafs.views")
@@ -134,6 +136,7 @@ class ViewCache:
         self.units_seen = 0
         self.stale_since: float | None = None
         self._fetches: dict[str, _Fetch] = {}
+        self._loading: dict[int, trio.Event] = {}  # id(pending all_hosts) -> its fetch's end
         self._poll_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._index = 0
@@ -181,7 +184,7 @@ class ViewCache:
         try:
             while True:
                 try:
-                    view = await self._fetch(unit_id)
+                    view = await self._fetch_beside(unit_id) or await self._fetch(unit_id)
                 except ClientError as exc:
                     if trio.current_time() + delay > deadline:
                         log.warning("view %s: not fetched within %.1fs: %s", unit_id, self.fetch_timeout, exc)
@@ -201,8 +204,10 @@ class ViewCache:
     async def _fetch(self, unit_id: str, base: View | None = None) -> View | None:
         """The view of ``unit_id``; with ``base`` (the view held now), only what changed
         since is transferred, and ``base``'s unchanged subtrees are reused."""
+        # holding the peers, ask for those that changed; else for none of a big service's
+        peers = "changes" if base is not None and not unloaded_peers(base.root) else "lazy"
         try:
-            ans = await self.client.view(unit_id, base.seen if base else None)
+            ans = await self.client.view(unit_id, base.seen if base else None, peers)
         except ClientError as exc:
             self.stats.fetch_errors += 1
             self.stats.last_error = str(exc)
@@ -223,21 +228,100 @@ class ViewCache:
         weight = base.weight if base is not None and base.weight else packer.weight(len(ans.body))
         return View(unit_id, root, seen, weight)
 
+    async def _fetch_beside(self, unit_id: str) -> View | None:
+        """Host mode: the view of ``unit_id`` derived from a cached peer's, that peer's
+        pending peers fetched first (one request for the whole service): a service's
+        shared part is fetched once per mount, not once per unit. None: no such peer."""
+        for peer in list(self._fresh_peers(unit_id)):
+            if unloaded_peers(peer.root):
+                await self._load_peers(peer)
+            view = derive(peer, unit_id)
+            if view is not None:
+                return view
+        return None
+
+    def _fresh_peers(self, unit_id: str) -> Iterator[View]:
+        """Host mode: the cached views of ``unit_id``'s service known fresh at or after
+        the list of units that shows it."""
+        listed = self.units.children.get(unit_id) if self.host_mode else None
+        if not isinstance(listed, Leaf):
+            return
+        service = str(listed.value).rsplit("/", 1)[0]
+        for peer_id in list(self._by_service.get(service, ())):
+            peer = self.views.get(peer_id)
+            if peer is not None and peer.seen >= self.units_seen:
+                yield peer
+
+    async def node_at(self, unit_id: str, names: tuple[str, ...], listing: bool = False) -> Node | None:
+        """The node at ``names`` in the view of ``unit_id`` (fetched if need be), the peers
+        of a big service fetched first when the path goes below them or ``listing`` lists
+        them. Raises what :meth:`get` raises."""
+        for _ in range(3):  # a view replaced while its peers loaded: look again
+            view = await self.get(unit_id)
+            node: Node | None = view.root
+            for name in names:
+                if node is not None and unloaded(node):
+                    break
+                node = node.children.get(name) if isinstance(node, Dir) else None
+            else:
+                if node is None or not (listing and unloaded(node)):
+                    return node
+            if not await self._load_peers(view):
+                break
+        raise ViewUnavailable(unit_id)
+
+    async def _load_peers(self, view: View) -> bool:
+        """Fetch the peers of ``view``'s service into its pending ``all_hosts`` (one
+        request, shared by every cached view of the service whose peers are pending);
+        whether they are there (bounded by ``fetch_timeout``)."""
+        pending = descend(view.root, PEERS_AT)
+        if not isinstance(pending, Pending) or pending.loaded:
+            return True
+        loading = self._loading.get(id(pending))
+        if loading is None:
+            loading = self._loading[id(pending)] = trio.Event()
+            assert self._nursery is not None, "ViewCache.run() is not running"
+            self._nursery.start_soon(self._fetch_peers, view, pending, loading)
+        with trio.move_on_after(self.fetch_timeout):
+            await loading.wait()
+        return pending.loaded
+
+    async def _fetch_peers(self, view: View, pending: Pending, loading: trio.Event) -> None:
+        try:
+            try:
+                ans = await self.client.peers(view.unit_id)
+            except ClientError as exc:
+                self.stats.fetch_errors += 1
+                self.stats.last_error = str(exc)
+                log.warning("view %s: peers not fetched: %s", view.unit_id, exc)
+                return
+            self.stats.fetches += 1
+            if ans.status != 200:
+                return  # gone: the watcher drops the view
+            packer = PeerPacker(self.unpacked, None)
+            loaded = merge_meta(None, ans.json(), pack=packer, path=PEERS_AT[:-1])
+            assert isinstance(loaded, Dir)
+            service = service_of(view.root)
+            weight = packer.weight(len(ans.body))
+            for uid in self._by_service.get(service, ()):
+                other = self.views[uid]
+                node = descend(other.root, PEERS_AT)
+                if isinstance(node, Pending) and not node.loaded:
+                    node.children, node.loaded = loaded.children, True
+                    other.weight += weight
+            if not pending.loaded:  # its view left the cache meanwhile: the reader gets it
+                pending.children, pending.loaded = loaded.children, True
+            self._keep_within()
+        finally:
+            del self._loading[id(pending)]
+            loading.set()
+
     def _from_peer(self, unit_id: str) -> View | None:
         """Host mode: the view of ``unit_id`` made from a cached view of a peer (the same
         service), or None when none lists it. Only from a peer known fresh at or after
         the list of units that shows this one: a unit that has just come (back) is never
         shown as an older view of its service knew it, it is fetched instead."""
-        if not self.host_mode:
-            return None
-        listed = self.units.children.get(unit_id)
-        if not isinstance(listed, Leaf):
-            return None
-        service = str(listed.value).rsplit("/", 1)[0]
-        for peer_id in self._by_service.get(service, ()):
-            peer = self.views.get(peer_id)
-            if peer is None or peer.seen < self.units_seen:
-                continue
+        for peer in self._fresh_peers(unit_id):
             view = derive(peer, unit_id)
             if view is not None:
                 self._join(view)
@@ -451,6 +535,8 @@ class ViewCache:
         except ClientError as exc:
             failed.append(f"view {first}: {exc}")
             return
+        if rest and fetched is not None and unloaded_peers(fetched.root):
+            await self._load_peers(fetched)  # one request, and the rest follow from it
         new = {first: fetched}
         alone = []
         for uid in rest:
@@ -503,6 +589,12 @@ def service_of(view: Dir) -> str:
     """``account/stack/service`` of a view (from ``self/deployment_unit_id``)."""
     node = descend(view, ["self", "deployment_unit_id"])
     return str(node.value).rsplit("/", 1)[0] if isinstance(node, Leaf) else ""
+
+
+def unloaded_peers(root: Dir) -> bool:
+    """Whether a view's ``service/all_hosts`` is pending (its peers not fetched)."""
+    node = descend(root, PEERS_AT)
+    return node is not None and unloaded(node)
 
 
 def derive(view: View, unit_id: str) -> View | None:

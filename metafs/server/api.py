@@ -39,6 +39,7 @@ from starlette.responses import Response
 from .. import auth, catalog, heap, model, protocol, tree
 from ..catalog.bodies import parse_body
 from ..catalog.paths import Target, parse_doc_path, seed_to_target
+from ..catalog.peers import PeersAsked
 from ..catalog.views import ServiceViews
 from ..store import Snapshot, Store, StoreError, TooLarge
 from . import consul
@@ -111,7 +112,7 @@ class Api:
         reads, both = self.reads, ("PUT", "DELETE")
         table = [
             Route("kv", self._reader(reads.seed), self._write_record, both, both),
-            Route("view", self._reader(reads.view, frozenset({"since"}))),
+            Route("view", self._view),
             Route("units", self._reader(reads.units)),
             Route("watch", self._watch),
             Route("accounts", self._reader(reads.document, whole=True), self._write_record, both, both),
@@ -314,6 +315,18 @@ class Api:
             return await self.read(request, principal, resolved, "/v1/" + "/".join(segs), params)
 
         return get
+
+    async def _view(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
+        """``/v1/view/<unit>/...``, with ``?since=`` and ``?peers=`` (see catalog/peers.py)."""
+        q = request.query_params
+        asked = PeersAsked.parse(q.get("peers"), q.get("since"))
+
+        async def resolve(snap: Snapshot, scope: catalog.Scope) -> tree.Node | None:
+            return await self.reads.view(snap, segs[1:], scope, asked)
+
+        return await self.read(
+            request, principal, resolve, "/v1/" + "/".join(segs), frozenset({"since", "peers"})
+        )
 
     async def _consul_get(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
         """A Consul KV read: one key, ``?recurse``, ``?keys``, ``?raw``; blocking with

@@ -83,13 +83,14 @@ class RenderedViews:
             or len(node.shared.records) < BIG_VIEW
             or fmt not in ("json", "meta")
             or "since" in q
-            or f'"{snap.changed}.{fmt}"' in request.headers.get("if-none-match", "")  # a 304
+            or f'"{snap.changed}.{fmt}{node.variant}"' in request.headers.get("if-none-match", "")  # a 304
         ):
             return None
-        body = self.kept(node, fmt)
+        key = fmt + node.variant
+        body = self.kept(node, key)
         if body is None:
             body = await anyio.to_thread.run_sync(_whole_body, node, fmt)
-            self.keep(node, fmt, body)
+            self.keep(node, key, body)
         return body
 
     def drop(self, prefix: tuple[str, ...]) -> None:
@@ -105,8 +106,8 @@ class RenderedViews:
 BIG_VIEW = 2_000
 
 
-def _whole_body(node: tree.Node, fmt: str) -> bytes:
-    data = tree.to_meta(node) if fmt == "meta" else tree.to_json(node)
+def _whole_body(node: UnitView, fmt: str) -> bytes:
+    data = tree.to_meta_swapping(node, node.swaps or {}) if fmt == "meta" else tree.to_json(node)
     try:
         chunks: list[bytes] = []
         batch: list[str] = []
@@ -179,7 +180,7 @@ def read_response(
     headers = {
         INDEX_HEADER: str(snap.changed),
         REVISION_HEADER: str(snap.changed if scoped else snap.revision),
-        "ETag": f'"{snap.changed}.{fmt}"',
+        "ETag": f'"{snap.changed}.{fmt}{node.variant if isinstance(node, UnitView) else ""}"',
         "Cache-Control": "no-cache",
     }
     if snap.changed_time:
@@ -192,20 +193,25 @@ def read_response(
     if fmt == "text":
         return Response(tree.render_text(node), headers=headers, media_type=TEXT)
     since = q.get("since")
+    swaps = node.swaps if isinstance(node, UnitView) else None
+    if (since is not None or swaps) and fmt != "meta":
+        raise HTTPError(400, "since= and peers= need format=meta (the form with revisions)")
     if since is not None:
-        if fmt != "meta" or not since.isdigit():
+        if not since.isdigit():
             raise HTTPError(400, f"since={since!r}: expected a revision, with format=meta")
-        kept = node.unchanged_since(int(since)) if isinstance(node, UnitView) else set()
-        delta = tree.to_meta_keeping(node, kept)
+        if swaps is None:  # peers=all: a {"k":1} for every subtree unchanged since
+            kept = node.unchanged_since(int(since)) if isinstance(node, UnitView) else ()
+            swaps = dict.fromkeys(kept, tree.KEEP)
+        delta = tree.to_meta_swapping(node, swaps)
         return Response(json.dumps(delta, separators=(",", ":")) + "\n", headers=headers, media_type=JSON)
 
     def make() -> bytes:
-        data = tree.to_meta(node) if fmt == "meta" else tree.to_json(node)
+        data = tree.to_meta_swapping(node, swaps or {}) if fmt == "meta" else tree.to_json(node)
         return (json.dumps(data, separators=(",", ":")) + "\n").encode()
 
     if made is not None:
         body = made
     else:
-        body = rendered.body(node, fmt, make) if isinstance(node, UnitView) else make()
+        body = rendered.body(node, fmt + node.variant, make) if isinstance(node, UnitView) else make()
     respond = PiecewiseResponse if len(body) > PIECE else Response
     return respond(body, headers=headers, media_type=JSON)

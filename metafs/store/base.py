@@ -193,6 +193,15 @@ class Snapshot(abc.ABC):
             self._saw(prefix, changed, when)
         return stamps
 
+    async def deleted_since(self, prefix: str, after: int) -> list[str]:
+        """The keys under ``prefix`` deleted after revision ``after`` (their tombstones),
+        sorted; a key put again since may be among them. What a delta of changes only
+        needs to say what went away (a deletion leaves nothing in a range)."""
+        return await self._deleted_since(prefix, after)
+
+    @abc.abstractmethod
+    async def _deleted_since(self, prefix: str, after: int) -> list[str]: ...
+
     async def _last_change(self, prefix: str) -> tuple[int, float]:
         """Backends may answer this without reading the values."""
         r = await self._range(prefix)

@@ -146,6 +146,16 @@ class _EtcdSnapshot(Snapshot):
                 changed, changed_time = int(kv["mod_revision"]), _decode(kv.get("value"))[0]
         return Range(items, changed, changed_time)
 
+    async def _deleted_since(self, prefix: str, after: int) -> list[str]:
+        """Tombstones written after ``after`` (etcd filters by ``min_mod_revision``); a key
+        put again after its delete keeps its tombstone, and is filtered out by the caller."""
+        st = self._store
+        req = st._range_req(st.tomb + prefix, self.revision)
+        req.update(keys_only=True, min_mod_revision=str(after + 1))
+        (found,) = await self._read([req])
+        strip = len(st.tomb)
+        return sorted(_unb64(kv["key"])[strip:] for kv in found)
+
     async def _last_change(self, prefix: str) -> tuple[int, float]:
         return (await self._last_changes([prefix]))[0]
 

@@ -120,6 +120,13 @@ class _SqliteSnapshot(Snapshot):
     async def _ranges(self, prefixes: Sequence[str]) -> list[Range]:
         return await _each(prefixes, self._range)
 
+    async def _deleted_since(self, prefix: str, after: int) -> list[str]:
+        sql = (
+            "SELECT key FROM kv WHERE key >= ? AND key < ? AND value IS NULL"
+            f" AND mod_rev > {int(after)} ORDER BY key"
+        )
+        return [k for batch in [b async for b in self._under(sql, prefix)] for (k,) in batch]
+
     async def _last_changes(self, prefixes: Sequence[str]) -> list[tuple[int, float]]:
         return await _each(prefixes, self._last_change)
 

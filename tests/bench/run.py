@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 
@@ -26,6 +27,7 @@ from .sections import (
     abuse,
     cold,
     consul,
+    fanout,
     long_polls,
     memory,
     page_cache,
@@ -36,6 +38,13 @@ from .sections import (
     warm,
 )
 from .workloads import big_service
+
+
+def wanted(section: ModuleType) -> bool:
+    """Whether to run ``section``: all of them, or those named on the command line
+    (``python -m tests.bench.run fanout scale``)."""
+    names = sys.argv[1:]
+    return not names or section.__name__.rsplit(".", 1)[1] in names
 
 
 def main() -> int:
@@ -49,15 +58,18 @@ def main() -> int:
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="metafs-bench-") as d:
         tmp = Path(d)
-        with server(tmp, "--log-level", "error") as srv:
-            httpx.post(srv.url + "/v1/load", content=EXAMPLE.read_bytes(), headers=HEADERS).raise_for_status()
-            httpx.post(srv.url + "/v1/load", json=big_service(100), headers=HEADERS).raise_for_status()
-            for section in (warm, page_cache, cold, propagation, consul, throughput, restart):
-                section.run(report, tmp, srv)
-        abuse.run(report, tmp)
-        long_polls.run(report, tmp)
-        scale.run(report, tmp)
-    memory.run(report)
+        first = (warm, page_cache, cold, propagation, consul, throughput, restart)
+        if any(wanted(s) for s in first):
+            with server(tmp, "--log-level", "error") as srv:
+                load = srv.url + "/v1/load"
+                httpx.post(load, content=EXAMPLE.read_bytes(), headers=HEADERS).raise_for_status()
+                httpx.post(load, json=big_service(100), headers=HEADERS).raise_for_status()
+                for section in filter(wanted, first):
+                    section.run(report, tmp, srv)
+        for alone in filter(wanted, (abuse, long_polls, scale, fanout)):
+            alone.run(report, tmp)
+    if wanted(memory):
+        memory.run(report)
     took = time.perf_counter() - t_start
     report.write(out / "bench.json", machine, took)
     print()

@@ -76,6 +76,23 @@ async def test_delete_leaves_a_tombstone_that_reports_the_change(store: Store) -
     assert item is not None and item.create_rev == rev2
 
 
+async def test_deleted_since_lists_the_tombstones_after_a_revision(store: Store) -> None:
+    r0 = await store.commit([Put("u/s/1/", "a"), Put("u/s/2/", "b"), Put("u/s/3/", "c"), Put("u/t/1/", "d")])
+    r1 = await store.commit([Delete("u/s/1/")])
+    r2 = await store.commit([Delete("u/s/2/"), Delete("u/t/1/")])
+    async with store.snapshot() as snap:
+        assert await snap.deleted_since("u/s/", r0) == ["u/s/1/", "u/s/2/"]
+        assert await snap.deleted_since("u/s/", r1) == ["u/s/2/"]
+        assert await snap.deleted_since("u/s/", r2) == []
+        assert await snap.deleted_since("u/t/", r0) == ["u/t/1/"]
+    # read at an older revision, a later delete is not there yet
+    await store.commit([Put("u/s/1/", "back")])
+    async with store.snapshot() as snap:
+        assert "u/s/3/" not in await snap.deleted_since("u/s/", r0)
+        live = {i.key for i in await snap.range("u/s/")}
+    assert live == {"u/s/1/", "u/s/3/"}
+
+
 async def test_snapshot_is_consistent_while_writes_land(store: Store) -> None:
     await store.commit([Put("x/a/", "1"), Put("x/b/", "1")])
     async with store.snapshot() as snap:

@@ -1,0 +1,154 @@
+"""A fleet of simulated unit-mode mounts in one process: the mount's own
+:class:`~metafs.mount.viewcache.ViewCache` and :class:`~metafs.client.AsyncMetadataClient`
+for each unit, without the kernel side. What the fan-out bench (sections/fanout.py)
+drives 1,000 of, in a few of these processes, to count what each moves over the wire.
+
+Run as ``python -m tests.bench.fleet``; it talks JSON lines on stdin/stdout:
+
+1. in: ``{"servers": [...], "units": [...], "holders": [...], "peer": P, "value": V}``;
+   every unit starts the way a start script does (``self/cardinal_value``,
+   ``service/service_domain``), the ``holders`` also list ``service/all_hosts/`` and read a peer.
+   out: ``{"start_bytes": {unit: bytes}, "start_s": seconds}``.
+2. in: ``"go"`` (the parent is about to change P's hostname to V); the fleet watches
+   until every client holds the change: a holder reads V at P's hostname, the others
+   see their view's ``revision`` move. out: ``{"done_at": time.time(), "bytes": {...}}``.
+3. in: end of file: the fleet stops.
+
+Bytes are what each client's responses carried: body plus status line and headers.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+import trio
+
+from metafs.client import Answer, AsyncMetadataClient
+from metafs.mount.viewcache import ViewCache
+from metafs.protocol import PEERS_AT
+from metafs.tree import Dir, Leaf, descend
+from tests.support.servers import OPERATOR_TOKEN
+
+#: a client that does not hold the change this long after "go" is reported missing
+DEADLINE = 120.0
+
+
+class CountingClient(AsyncMetadataClient):
+    """The mount's client, adding up what its answers carried."""
+
+    received = 0
+
+    async def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kw: Any) -> Answer:
+        ans = await super().request(method, path, ok=ok, **kw)
+        self.received += len(ans.body) + 17 + sum(len(k) + len(v) + 4 for k, v in ans.headers.items())
+        return ans
+
+
+class Quiet:
+    """A :class:`~metafs.mount.viewcache.ViewListener` with no kernel to tell."""
+
+    def views_swapped(self, unit_ids: list[str]) -> None:
+        pass
+
+    def view_changed(self, unit_id: str, old: Dir | None, new: Dir | None) -> None:
+        pass
+
+    def list_changed(self, old: Dir, new: Dir) -> None:
+        pass
+
+    def keeps(self, unit_id: str) -> bool:
+        return True
+
+
+async def _line() -> Any:
+    text = await trio.to_thread.run_sync(sys.stdin.readline)
+    return json.loads(text) if text.strip() else None
+
+
+def _say(data: Any) -> None:
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
+
+
+def _revision(cache: ViewCache, unit: str) -> int:
+    view = cache.cached(unit, use=False)
+    node = descend(view.root, ["revision"]) if view else None
+    return int(str(node.value)) if isinstance(node, Leaf) else 0
+
+
+async def fleet() -> None:
+    spec = await _line()
+    units: list[str] = spec["units"]
+    holders, peer, value = set(spec["holders"]), spec["peer"], spec["value"]
+    servers: list[str] = spec["servers"]
+    clients = {
+        u: CountingClient(servers[i % len(servers)], OPERATOR_TOKEN, timeout=60) for i, u in enumerate(units)
+    }
+    caches = {
+        u: ViewCache(
+            c, Quiet(), host_mode=False, fetch_timeout=60, poll_wait=300, view_ttl=3600, max_bytes=256 << 20
+        )
+        for u, c in clients.items()
+    }
+    hostname = (*PEERS_AT, peer, "hostname")
+
+    async def start(unit: str) -> None:
+        cache = caches[unit]
+        assert isinstance(await cache.node_at(unit, ("self", "cardinal_value")), Leaf)
+        assert isinstance(await cache.node_at(unit, ("service", "service_domain")), Leaf)
+        if unit in holders:
+            listed = await cache.node_at(unit, PEERS_AT, listing=True)
+            assert isinstance(listed, Dir) and listed.children, unit
+            assert isinstance(await cache.node_at(unit, hostname), Leaf)
+
+    async with trio.open_nursery() as nursery:
+        for cache in caches.values():
+            await nursery.start(cache.run)
+        t0 = time.monotonic()
+        async with trio.open_nursery() as starting:
+            for u in units:
+                starting.start_soon(start, u)
+        _say({"start_bytes": {u: c.received for u, c in clients.items()}, "start_s": time.monotonic() - t0})
+        before = {u: _revision(caches[u], u) for u in units}
+        assert await _line() == "go"
+        counted = {u: c.received for u, c in clients.items()}
+        waiting, done_at = set(units), 0.0
+        deadline = time.monotonic() + DEADLINE
+        while waiting and time.monotonic() < deadline:
+            for u in list(waiting):
+                cache = caches[u]
+                if u in holders:
+                    view = cache.cached(u, use=False)
+                    leaf = descend(view.root, hostname) if view else None
+                    held = isinstance(leaf, Leaf) and leaf.value == value
+                else:
+                    held = _revision(cache, u) > before[u]
+                if held:
+                    waiting.discard(u)
+                    done_at = time.time()
+            await trio.sleep(0.001)
+        _say(
+            {
+                "done_at": done_at,
+                "missing": sorted(waiting),
+                "bytes": {u: c.received - counted[u] for u, c in clients.items()},
+            }
+        )
+        await _line()  # end of file: stop
+        nursery.cancel_scope.cancel()
+    for c in clients.values():
+        await c.aclose()
+
+
+def main() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    trio.run(fleet)
+
+
+if __name__ == "__main__":
+    main()
