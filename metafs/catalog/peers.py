@@ -26,6 +26,8 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from ..protocol import PEERS_AT
 from ..store import Snapshot
 from ..tree import KEEP, Dir, patch_meta, pending_meta, to_meta
@@ -37,6 +39,8 @@ from .views import ServiceView, UnitView
 INLINE_PEERS = 32
 #: the deletion lists a service view keeps (one per ``since`` asked; its clients share few)
 KEPT_DELETIONS = 64
+#: how long a request waits for another's read of the same deletions before its own
+DELETIONS_WAIT = 10.0
 MODES = ("all", "lazy", "changes")
 
 
@@ -121,14 +125,25 @@ async def _peers_patch(snap: Snapshot, shared: ServiceView, all_hosts: Dir, sinc
 
 async def _deleted(snap: Snapshot, shared: ServiceView, since: int) -> list[str]:
     """The service's units deleted after ``since`` and not back: the same for every
-    snapshot the service view is current at (its units' last change is in ``revs``)."""
+    snapshot the service view is current at (its units' last change is in ``revs``).
+    Read once however many clients ask at once (each woken client asks right away)."""
+    reading = shared.deleting.get(since)
+    if reading is not None:
+        with anyio.move_on_after(DELETIONS_WAIT):
+            await reading.wait()
     kept = shared.deleted.get(since)
     if kept is not None:
         return kept
     if shared.revs[0] <= since:
         gone: list[str] = []  # no unit of the service changed (or went) after since
     else:
-        keys = await snap.deleted_since(record_key("unit", shared.ids), since)
+        reading = shared.deleting.setdefault(since, anyio.Event())
+        try:
+            keys = await snap.deleted_since(record_key("unit", shared.ids), since)
+        finally:
+            reading.set()
+            if shared.deleting.get(since) is reading:
+                del shared.deleting[since]
         gone = [uid for uid in (key_ids(k)[3] for k in keys) if uid not in shared.selves]
     if len(shared.deleted) >= KEPT_DELETIONS:
         shared.deleted.clear()

@@ -118,6 +118,8 @@ class ServiceView:
     changes: list[tuple[int, str]] = field(default_factory=list, compare=False)
     #: the units deleted after a revision (read once per revision asked: see :mod:`.peers`)
     deleted: dict[int, list[str]] = field(default_factory=dict, compare=False)
+    #: those being read, by revision: who asks for the same meanwhile waits
+    deleting: dict[int, anyio.Event] = field(default_factory=dict, compare=False)
 
     def unit(self, unit_id: str) -> Dir | None:
         node = self.service.children["all_hosts"]

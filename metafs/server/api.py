@@ -257,12 +257,14 @@ class Api:
             parse_wait(q["wait"]) if "wait" in q else self.settings.default_wait, self.settings.max_wait
         )
 
-        async def once() -> tuple[tree.Node | None, Snapshot]:
-            async with self.store.snapshot() as snap:
+        async def once(seen: int) -> tuple[tree.Node | None, Snapshot]:
+            async with self.store.snapshot(seen) as snap:
                 scope = await catalog.scope_of(snap, principal)
                 return await resolve(snap, scope), snap
 
-        node, snap = first = await once()
+        since = q.get("since", "")
+        # a client that has seen a revision may be answered at any revision from it on
+        node, snap = first = await once(index or (int(since) if since.isdigit() else 0))
         if render is None and isinstance(node, tree.Leaf) and raw_path(request.scope).endswith(b"/"):
             raise HTTPError(404, f"{what} is a value, not a directory: drop the trailing /")
         # an index from before the last change of what is read answers at once; one at or

@@ -49,7 +49,7 @@ class LongPolls:
         index: int,
         wait: float,
         first: Read,
-        read: Callable[[], Awaitable[Read]],
+        read: Callable[[int], Awaitable[Read]],
     ) -> tuple[Read, bool]:
         """Park until what ``first`` read changes after ``index``, ``wait`` seconds pass or
         the server stops; the latest read, and whether it changed (then it may be shared
@@ -90,7 +90,7 @@ class LongPolls:
             answer = self._responses[key] = make()
         return answer
 
-    async def _reread(self, woke: int, key: Hashable, read: Callable[[], Awaitable[Read]]) -> Read:
+    async def _reread(self, woke: int, key: Hashable, read: Callable[[int], Awaitable[Read]]) -> Read:
         """A woken long poll's new answer, computed once for every poll woken by the same
         revision that asks the same thing as the same principal. A later revision's
         answer is as good: the client polls again from the index it gets."""
@@ -100,7 +100,7 @@ class LongPolls:
         if pending is None:
             pending = self._rereads[key] = asyncio.get_running_loop().create_future()
             try:
-                pending.set_result(await read())
+                pending.set_result(await read(woke))
             except BaseException as exc:
                 self._rereads.pop(key, None)
                 pending.cancel()
@@ -112,7 +112,7 @@ class LongPolls:
             return await asyncio.shield(pending)
         except asyncio.CancelledError:
             if pending.cancelled():  # the computing request went away: compute our own
-                return await read()
+                return await read(woke)
             raise
 
     async def reap_disconnected(self, interval: float = 2.0) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..catalog.peers import INLINE_PEERS
 from ..model import NAME_RE
 from ..protocol import FLAVOR
 
@@ -153,7 +154,25 @@ def _view_resource(unit: str) -> dict[str, Any]:
             "name": "since",
             "in": "query",
             "schema": {"type": "integer", "minimum": 0},
-            "description": 'with format=meta: peers unchanged since this revision come as {"k": 1}',
+            "description": (
+                "with format=meta, the revision of the view you hold: what did not change since"
+                ' comes as {"k": 1} (with peers=all, each unchanged peer too)'
+            ),
+        }
+    )
+    item["get"]["parameters"].append(
+        {
+            "name": "peers",
+            "in": "query",
+            "schema": {"type": "string", "enum": ["all", "lazy", "changes"], "default": "all"},
+            "description": (
+                "with format=meta, how service/all_hosts comes. all: every peer inline. lazy: a"
+                f" service of more than {INLINE_PEERS} units sends all_hosts pending"
+                ' ({"r", "m", "n": count, "d": 1}): GET /v1/view/{unit}/service/all_hosts/ brings'
+                " every peer at once. changes (needs since): all_hosts as a patch"
+                ' ({"r", "m", "p": {changed peers}, "x": [deleted], "n": count after}); apply it'
+                " to the peers you hold, or fetch the view whole if the count does not match"
+            ),
         }
     )
     return item
@@ -183,6 +202,11 @@ def document() -> dict[str, Any]:
             _resource("one value of a unit", _path_params(acc, stk, svc, unit, "key"))
         ),
         "/v1/view/{unit}/": _view_resource(unit),
+        "/v1/view/{unit}/service/all_hosts/": _resource(
+            "every peer of the unit's service at once (what a lazy view leaves pending)",
+            _path_params(unit),
+            writable=False,
+        ),
         "/v1/view/{unit}/self/{key}": _resource(
             "one value of a unit's own files", _path_params(unit, "key"), writable=False
         ),

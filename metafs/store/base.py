@@ -287,8 +287,10 @@ class Store(abc.ABC):
         yield
 
     @abc.abstractmethod
-    def snapshot(self) -> contextlib.AbstractAsyncContextManager[Snapshot]:
-        """A consistent read view at the current revision."""
+    def snapshot(self, seen: int = 0) -> contextlib.AbstractAsyncContextManager[Snapshot]:
+        """A consistent read view at the current revision. ``seen``: a revision the reader
+        has already seen (a long poll's index, a delta's since); a backend may then read
+        at any revision not below it instead of the head (etcd: where its watch is)."""
 
     @abc.abstractmethod
     async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int:

@@ -52,8 +52,14 @@ from .base import (
     Waiters,
     prefix_end,
 )
+from .watched import Watched
 
 log = logging.getLogger("metafs.store.etcd")
+
+
+class Compacted(StoreError):
+    """etcd no longer has the revision a read asked for."""
+
 
 #: gRPC codes (as the gateway reports them) after which another member, or the same one a
 #: moment later, may answer: UNAVAILABLE, DEADLINE_EXCEEDED, and a member that has not yet
@@ -111,11 +117,25 @@ class _EtcdSnapshot(Snapshot):
     def __init__(self, store: EtcdStore, revision: int) -> None:
         super().__init__(revision)
         self._store = store
+        self._from_watch = bool(revision)  # at the watch's revision, not etcd's head
+        self._reads = 0
 
     async def _read(self, reqs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         """Ranges at this snapshot's revision; the first read fixes it (at the head then):
-        a snapshot costs no round trip of its own."""
-        revision, found = await self._store._read(reqs)
+        a snapshot costs no round trip of its own. A snapshot at the watch's revision
+        that etcd has compacted meanwhile reads at the head instead, if nothing was read."""
+        st = self._store
+        try:
+            revision, found = await st._read(reqs)
+        except Compacted:
+            if not self._from_watch or self._reads:
+                raise
+            st.watched.compacted = True
+            self.revision = 0
+            for req in reqs:
+                req.pop("revision", None)
+            revision, found = await st._read(reqs)
+        self._reads += 1
         if not self.revision:
             self.revision = revision
         return found
@@ -124,13 +144,21 @@ class _EtcdSnapshot(Snapshot):
         return (await self._ranges([prefix]))[0]
 
     async def _ranges(self, prefixes: Sequence[str]) -> list[Range]:
-        """Every prefix's live keys and latest tombstone, in one read-only transaction."""
-        reqs = []
-        for p in prefixes:
-            reqs.append(self._store._range_req(self._store.live + p, self.revision))
-            reqs.append(self._store._range_req(self._store.tomb + p, self.revision, latest=True))
-        found = await self._read(reqs)
-        return [self._decode(found[i], found[i + 1]) for i in range(0, len(found), 2)]
+        """Every prefix's live keys and latest tombstone, in one read-only transaction (the
+        small ones the watch keeps current need none: see watched.py)."""
+        st, at = self._store, self.revision
+        known = {p: r for p in prefixes if (r := st.watched.range(at, p)) is not None}
+        missing = [p for p in dict.fromkeys(prefixes) if p not in known]
+        if missing:
+            reqs = []
+            for p in missing:
+                reqs.append(st._range_req(st.live + p, self.revision))
+                reqs.append(st._range_req(st.tomb + p, self.revision, latest=True))
+            found = await self._read(reqs)
+            for i, p in enumerate(missing):
+                known[p] = self._decode(found[2 * i], found[2 * i + 1])
+                st.watched.learn_range(self.revision, p, known[p])
+        return [known[p] for p in prefixes]
 
     def _decode(self, live: list[dict[str, Any]], tomb: list[dict[str, Any]]) -> Range:
         items, changed, changed_time = [], 0, 0.0
@@ -160,19 +188,36 @@ class _EtcdSnapshot(Snapshot):
         return (await self._last_changes([prefix]))[0]
 
     async def _last_changes(self, prefixes: Sequence[str]) -> list[tuple[int, float]]:
-        """The latest live key and the latest tombstone under each prefix, in one round trip."""
+        """The latest live key and the latest tombstone under each prefix, in one round trip
+        (none for those the watch keeps current)."""
+        st, at = self._store, self.revision
+        known = {p: stamp for p in prefixes if (stamp := st.watched.stamp(at, p)) is not None}
+        missing = [p for p in dict.fromkeys(prefixes) if p not in known]
+        if missing and at:
+            # every woken poll of a service asks for its prefixes at once: one reads them
+            async with st.watched.one_reader(at, missing) as first:
+                if not first:  # another read them meanwhile: what it learned is here
+                    known.update((p, x) for p in missing if (x := st.watched.stamp(at, p)) is not None)
+                    missing = [p for p in missing if p not in known]
+                await self._read_stamps(missing, known)
+        else:
+            await self._read_stamps(missing, known)
+        return [known[p] for p in prefixes]
+
+    async def _read_stamps(self, missing: list[str], known: dict[str, tuple[int, float]]) -> None:
+        """Read the stamps of ``missing`` into ``known`` (and what the watch keeps)."""
+        if not missing:
+            return
         st = self._store
-        reqs = [
-            st._range_req(ns + p, self.revision, latest=True) for p in prefixes for ns in (st.live, st.tomb)
-        ]
+        both = (st.live, st.tomb)
+        reqs = [st._range_req(ns + p, self.revision, latest=True) for p in missing for ns in both]
         found = await self._read(reqs)
-        stamps = []
-        for i in range(0, len(found), 2):
+        for i, p in enumerate(missing):
             best: tuple[int, float] = (0, 0.0)
-            for kv in found[i] + found[i + 1]:
+            for kv in found[2 * i] + found[2 * i + 1]:
                 best = max(best, (int(kv["mod_revision"]), _decode(kv.get("value"))[0]))
-            stamps.append(best)
-        return stamps
+            known[p] = best
+            st.watched.learn_stamp(self.revision, p, best)
 
 
 class EtcdStore(Store):
@@ -186,12 +231,14 @@ class EtcdStore(Store):
         self._current = 0
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=1.0),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
             # the gateway passes Grpc-Metadata-* on: fail requests and watches on a member
             # that has lost its leader instead of letting them hang there
             headers={"Grpc-Metadata-hasleader": "true"},
         )
         self._waiters = Waiters()
+        #: what the watch keeps current, so that a snapshot reads it without a round trip
+        self.watched = Watched()
         #: set once the watch exists: a wait registered before could miss a change
         self._watching = anyio.Event()
         self._closed = False
@@ -218,6 +265,8 @@ class EtcdStore(Store):
                 for text, flag in _LIMITS.items():
                     if text in message:
                         raise TooLarge(f"etcd refused a transaction this large ({message}): raise its {flag}")
+                if "compacted" in message:
+                    raise Compacted(f"etcd {endpoint}{path}: {message}")
                 if data.get("code") not in _RETRY_CODES and not any(t in message for t in _RETRY_TEXT):
                     raise StoreError(f"etcd {endpoint}{path}: {message}")
                 problem = f"{endpoint}: {message}"
@@ -250,8 +299,12 @@ class EtcdStore(Store):
         return int(data["header"]["revision"])
 
     @contextlib.asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[Snapshot]:
-        yield _EtcdSnapshot(self, 0)
+    async def snapshot(self, seen: int = 0) -> AsyncIterator[Snapshot]:
+        """For a reader that has ``seen`` a revision, at the one the watch has delivered
+        if not below it (see watched.py); else, and for every other read, at etcd's head
+        (fixed by the first read): a write through another server is read at once."""
+        at = self.watched.revision()
+        yield _EtcdSnapshot(self, at if seen and at >= seen else 0)
 
     async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int:
         for _ in range(32):
@@ -283,7 +336,9 @@ class EtcdStore(Store):
             txn = {"compare": compare, "success": success, "failure": failure}
             data = await self._call("/v3/kv/txn", txn)
             if data.get("succeeded"):
-                return int(data["header"]["revision"])
+                committed = int(data["header"]["revision"])
+                self.watched.committed = max(self.watched.committed, committed)
+                return committed
             for g, resp in zip(guards, data.get("responses", []), strict=False):
                 kvs = resp["response_range"].get("kvs", [])
                 if (int(kvs[0]["mod_revision"]) if kvs else 0) != g.mod_rev:
@@ -322,7 +377,7 @@ class EtcdStore(Store):
         with anyio.move_on_after(timeout):
             await self._watching.wait()
         with self._waiters.register(prefixes, after) as waiter:
-            async with self.snapshot() as snap:
+            async with self.snapshot(after) as snap:
                 for p in prefixes:
                     await snap.last_change(p)
             if snap.changed > after:
@@ -374,10 +429,12 @@ class EtcdStore(Store):
                             # the revisions we missed are gone: every waiter re-reads
                             head = await self.revision()
                             log.warning("etcd watch from %d was compacted; resyncing at %d", start, head)
+                            self.watched.resynced(head)
                             self._waiters.wake_all(head)
                             start = head + 1
                             break
                         if result.get("created"):
+                            self.watched.started(start - 1)
                             self._watching.set()
                         if lost:
                             log.warning("etcd watch resumed on %s at revision %d", endpoint, start)
@@ -386,6 +443,7 @@ class EtcdStore(Store):
                     else:
                         raise httpx.RemoteProtocolError("watch stream ended")
             except (httpx.HTTPError, ValueError, StoreError) as exc:
+                self.watched.lost()
                 if self._closed:
                     return
                 if not lost:
@@ -403,6 +461,8 @@ class EtcdStore(Store):
             kv = ev["kv"]
             by_rev.setdefault(int(kv["mod_revision"]), []).append(_unb64(kv["key"])[cut:])
         for rev in sorted(by_rev):
-            self._waiters.notify(rev, sorted(by_rev[rev]))
+            keys = sorted(by_rev[rev])
+            self.watched.applied(rev, keys)  # first: the woken re-read at ``rev``
+            self._waiters.notify(rev, keys)
             start = rev + 1
         return start

@@ -166,7 +166,7 @@ class SqliteStore(Store):
         return conn
 
     @contextlib.asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[Snapshot]:
+    async def snapshot(self, seen: int = 0) -> AsyncIterator[Snapshot]:
         if self._closed:
             raise StoreError("store is closed")
         with anyio.move_on_after(READER_WAIT) as waited:

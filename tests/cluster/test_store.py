@@ -11,6 +11,7 @@ import pytest
 
 from metafs.store import Conflict, Delete, Guard, Put, Store, open_store
 from metafs.store.base import Stamps
+from tests.support.etcd_cluster import EtcdCluster
 
 pytestmark = pytest.mark.anyio
 
@@ -180,3 +181,54 @@ def test_stamps_hold_one_revision_at_a_time() -> None:
     for p in ("x/", "y/", "z/"):
         memo.put(6, p, (1, 0.0))
     assert len([p for p in ("u/b/", "x/", "y/", "z/") if memo.get(6, p)]) <= 3  # bounded
+
+
+async def test_etcd_reads_at_the_watch_revision_skip_round_trips_and_stay_exact(etcd: EtcdCluster) -> None:
+    """A reader that has seen revision R reads where the watch is (no round trip for what
+    it keeps); a change through another store (another server) is seen once delivered;
+    a reader that has seen nothing reads at the head: a write elsewhere shows at once."""
+    from metafs.store.etcd import EtcdStore
+
+    url = etcd.url()
+    a, b = open_store(url), open_store(url)
+    assert isinstance(a, EtcdStore)
+    calls = 0
+    real = a._call
+
+    async def counted(path: str, body: dict[str, object]) -> dict[str, object]:
+        nonlocal calls
+        calls += 1
+        return await real(path, body)
+
+    a._call = counted  # type: ignore[method-assign]
+    try:
+        async with a.running(), b.running():
+            rev = await b.commit([Put("u/x/1", "one")])
+            with anyio.fail_after(5):
+                while a.watched.at < rev:
+                    await anyio.sleep(0.01)
+            async with a.snapshot(rev) as snap:
+                assert snap.revision == a.watched.at >= rev
+                assert (await snap.last_changes_at(["u/x/"]))[0][0] == rev
+                assert (await snap.get("u/x/1")).value == "one"  # type: ignore[union-attr]
+            before = calls
+            async with a.snapshot(rev) as snap:
+                assert (await snap.last_changes_at(["u/x/"]))[0][0] == rev
+                assert (await snap.get("u/x/1")).value == "one"  # type: ignore[union-attr]
+            assert calls == before  # both from what the watch keeps
+            rev2 = await b.commit([Put("u/x/1", "two")])
+            async with a.snapshot() as snap:  # has seen nothing: the head, at once
+                assert (await snap.get("u/x/1")).value == "two"  # type: ignore[union-attr]
+            with anyio.fail_after(5):
+                while a.watched.at < rev2:
+                    await anyio.sleep(0.01)
+            async with a.snapshot(rev) as snap:  # the event dropped the stale entries
+                assert (await snap.last_changes_at(["u/x/"]))[0][0] == rev2
+                assert (await snap.get("u/x/1")).value == "two"  # type: ignore[union-attr]
+            rev3 = await a.commit([Delete("u/x/1")])  # its own: at the head until delivered
+            async with a.snapshot(rev) as snap:
+                assert await snap.get("u/x/1") is None
+                assert snap.revision >= rev3
+    finally:
+        await a.close()
+        await b.close()

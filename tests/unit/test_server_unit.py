@@ -18,7 +18,7 @@ class DownStore(Store):
     """Every call fails the way an unreachable backend does."""
 
     @contextlib.asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[Snapshot]:
+    async def snapshot(self, seen: int = 0) -> AsyncIterator[Snapshot]:
         raise StoreError("disk I/O error")
         yield  # pragma: no cover
 

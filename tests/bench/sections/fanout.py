@@ -189,6 +189,7 @@ def _one(report: Report, tmp: Path, store: str, size: int) -> None:
         if missing or len(mount_seen) < MOUNTS:
             raise AssertionError(f"{len(missing)} clients, {MOUNTS - len(mount_seen)} mounts never held it")
         took = max([float(a["done_at"]) for a in done] + list(mount_seen.values())) - t0
+        fleet_cpu = sum(float(a["cpu_s"]) for a in done)
         after: dict[str, int] = {}
         for a in done:
             after.update(a["bytes"])
@@ -225,6 +226,7 @@ def _one(report: Report, tmp: Path, store: str, size: int) -> None:
         "s",
         goal="<= 2 s" if clients >= 1000 else "",
         start_s=round(start_s, 2),
+        fleet_cpu_s=round(fleet_cpu, 2),
     )
     per_client = cpu / (clients + MOUNTS) * 1e3
     report.record(
