@@ -80,6 +80,7 @@ class MetadataServer:
             "answers": self.answers,
             "views": self.api.reads.views,
             "rendered": self.api.rendered,
+            **store.caches(),
         }
         for name, cache in kept.items():
             self.metrics.cache_bytes.labels(name).set_function(partial(_size, cache))

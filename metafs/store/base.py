@@ -29,7 +29,7 @@ import bisect
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
@@ -306,6 +306,11 @@ class Store(abc.ABC):
 
         Returns that revision, or None when ``timeout`` seconds pass first.
         """
+
+    def caches(self) -> dict[str, Any]:
+        """What the backend keeps in memory, by name (each with ``size`` and ``len``), for
+        the server's ``metafs_cache_*`` metrics: none here."""
+        return {}
 
     @abc.abstractmethod
     def release_waiters(self) -> None:

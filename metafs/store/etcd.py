@@ -385,6 +385,9 @@ class EtcdStore(Store):
             await waiter.wait(max(0.0, deadline - anyio.current_time()))
         return waiter.revision
 
+    def caches(self) -> dict[str, Any]:
+        return {"etcd_watch": self.watched}
+
     def release_waiters(self) -> None:
         self._waiters.wake_all()
         self._watching.set()

@@ -55,6 +55,11 @@ class Watched:
     def __len__(self) -> int:
         return len(self._stamps) + len(self._ranges)
 
+    @property
+    def size(self) -> int:
+        """What is kept, estimated in bytes."""
+        return self._stamps.size + self._ranges.size
+
     def revision(self) -> int:
         """The revision a new snapshot reads at to use what is here; 0: at etcd's head."""
         return self.at if self.live and not self.compacted and self.at >= self.committed else 0
