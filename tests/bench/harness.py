@@ -50,6 +50,11 @@ def rounds(op: Callable[[], object], n: int, r: int = 7) -> Sample:
     return statistics.median(meds), (min(meds), max(meds))
 
 
+def _num(value: float) -> str:
+    """A figure as written in the table: ``:g``, but a million bytes whole, not 1e+06."""
+    return f"{value:.0f}" if abs(value) >= 1e6 else f"{value:g}"
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
@@ -92,12 +97,11 @@ class Report:
             "|---|---|---:|---:|---|---:|---|",
         ]
         for f in self.figures:
-            base = f"{f.baseline_name} {f.baseline:g} {f.unit}" if f.baseline is not None else ""
+            base = f"{f.baseline_name} {_num(f.baseline)} {f.unit}" if f.baseline is not None else ""
             ratio = f"{f.ratio:.2f}x" if f.ratio is not None else ""
-            spread = f"{f.spread[0]:g}..{f.spread[1]:g}"
-            lines.append(
-                f"| {f.section} | {f.name} | {f.value:g} {f.unit} | {spread} | {base} | {ratio} | {f.goal} |"
-            )
+            spread = f"{_num(f.spread[0])}..{_num(f.spread[1])}"
+            value = f"{_num(f.value)} {f.unit}"
+            lines.append(f"| {f.section} | {f.name} | {value} | {spread} | {base} | {ratio} | {f.goal} |")
         return "\n".join(lines)
 
     def write(self, path: Path, machine: str, seconds: float) -> None:

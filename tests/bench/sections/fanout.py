@@ -195,30 +195,16 @@ def _one(report: Report, tmp: Path, store: str, size: int) -> None:
             after.update(a["bytes"])
     script = [u for u in units if u not in set(holders)]
     where = f"{store}{' x2' if store == 'etcd' else ''}, {size} units"
-    report.record(
-        "fan-out",
-        f"{where}: start, self/ + service/, B/client",
-        _spread([start_bytes[u] for u in script]),
-        "B",
-        baseline=("whole view", len(whole.content)),
-        goal="not O(service)",
-    )
-    report.record(
-        "fan-out",
-        f"{where}: start, all_hosts/ listed, B/client",
-        _spread([start_bytes[u] for u in holders]),
-        "B",
-        baseline=("whole view", len(whole.content)),
-    )
-    for who, which in (("script", script), ("holding peers", holders)):
-        report.record(
-            "fan-out",
-            f"{where}: one peer changed, {who}, B/client",
-            _spread([after[u] for u in which]),
-            "B",
-            baseline=("delta with stubs", len(old_delta.content)),
-            goal="<= 2048 B",
-        )
+    rows = [
+        ("start, self/ + service/", start_bytes, script, ("whole view", whole), "not O(service)"),
+        ("start, all_hosts/ listed", start_bytes, holders, ("whole view", whole), ""),
+        ("one peer changed, script", after, script, ("delta with stubs", old_delta), "<= 2048 B"),
+        ("one peer changed, holding peers", after, holders, ("delta with stubs", old_delta), "<= 2048 B"),
+    ]
+    for what, counted, who, (base, answer), goal in rows:
+        samples = _spread([counted[u] for u in who])
+        base_bytes = (base, len(answer.content))
+        report.record("fan-out", f"{where}: {what}, B/client", samples, "B", baseline=base_bytes, goal=goal)
     report.record(
         "fan-out",
         f"{where}: until {clients} clients + {MOUNTS} mounts hold it",
