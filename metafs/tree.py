@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,24 +121,19 @@ def to_json(node: Node) -> Any:
 def to_meta(node: Node) -> Any:
     """The subtree with revision and time on every node: ``{"r", "m", "v"|"c"}``
     (``"s": true`` marks a directory made from a list)."""
-    return to_meta_keeping(node, frozenset())
+    return to_meta_swapping(node, {})
 
 
-#: in a delta (:func:`to_meta_keeping`), a subtree that did not change: keep yours
+#: in a delta (:func:`to_meta_swapping`), a subtree that did not change: keep yours
 KEEP: dict[str, int] = {"k": 1}
-
-
-def to_meta_keeping(node: Node, kept: Set[int]) -> Any:
-    """:func:`to_meta`, with every subtree whose ``id()`` is in ``kept`` (the caller knows
-    they did not change, deletions below them included) replaced by :data:`KEEP`; a
-    client rebuilds the new tree with :func:`merge_meta`. Revisions alone cannot tell
-    this: a deleted child leaves no revision behind in the tree."""
-    return to_meta_swapping(node, dict.fromkeys(kept, KEEP))
 
 
 def to_meta_swapping(node: Node, swaps: Mapping[int, Any]) -> Any:
     """:func:`to_meta`, with every subtree whose ``id()`` is in ``swaps`` sent as what
-    that maps it to: :data:`KEEP`, :func:`pending_meta` or :func:`patch_meta`."""
+    that maps it to: :data:`KEEP` (the caller knows it did not change, deletions below
+    it included: revisions alone cannot tell, a deleted child leaves none behind),
+    :func:`pending_meta` or :func:`patch_meta`; a client rebuilds the new tree with
+    :func:`merge_meta`. An unloaded :class:`Pending` is sent pending."""
     swapped = swaps.get(id(node))
     if swapped is not None:
         return swapped
@@ -206,7 +201,7 @@ def merge_meta(
     pack: Pack | None = None,
     path: tuple[str, ...] = (),
 ) -> Node:
-    """The tree a :func:`to_meta_keeping` delta describes, reusing ``old``'s unchanged
+    """The tree a :func:`to_meta_swapping` delta describes, reusing ``old``'s unchanged
     subtrees (the same objects: the filesystem's diff skips them); each new subtree is
     first offered to ``pack``. Raises KeyError when the delta keeps something ``old``
     does not have."""

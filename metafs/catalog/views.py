@@ -299,7 +299,7 @@ class UnitView(Dir):
     def unchanged_since(self, since: int) -> set[int]:
         """``id()`` s of this view's peer directories (``self/`` among them) built from
         records none of which changed after ``since``: a client holding the view as of
-        ``since`` may keep them (see :func:`metafs.tree.to_meta_keeping`)."""
+        ``since`` may keep them (see :func:`metafs.tree.to_meta_swapping`)."""
         if self.shared is None:
             return set()
         return {id(d) for made_from, d in self.shared.selves.values() if max(made_from) <= since}

@@ -1,6 +1,9 @@
 """Unit views for the filesystem: fetched lazily, whole, and kept fresh by one long poll.
 
-A view is fetched on first access, in one request (``/v1/view/<unit>/?format=meta``).
+A view is fetched on first access, in one request (``/v1/view/<unit>/?format=meta``);
+a big service's peers come pending (``peers=lazy``, see metafs/catalog/peers.py) and are
+fetched, in one request for every cached view of that service, when first listed or
+read below (:meth:`ViewCache.node_at`); once held, a refetch asks for the changed ones.
 One watcher task then long-polls ``/v1/watch`` for every cached view at once (and, in
 host mode, for the list of units) and refetches exactly the views that changed, handing
 old and new trees to the filesystem so that it can invalidate the kernel's caches.

@@ -232,3 +232,41 @@ async def test_etcd_reads_at_the_watch_revision_skip_round_trips_and_stay_exact(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_etcd_a_watch_revision_compacted_away_is_read_at_the_head(etcd: EtcdCluster) -> None:
+    """The namespace was quiet while other writes moved etcd on and a compaction passed the
+    watch's revision: a snapshot there reads at the head instead of failing, and the
+    watch's revision is used again from the next event on."""
+    import httpx
+
+    from metafs.store.etcd import EtcdStore
+
+    url = etcd.url()
+    a, b, other = open_store(url), open_store(url), open_store(etcd.url())  # other: elsewhere
+    assert isinstance(a, EtcdStore)
+    try:
+        async with a.running():
+            rev = await a.commit([Put("u/x/1", "one")])
+            with anyio.fail_after(5):
+                while a.watched.revision() < rev:
+                    await anyio.sleep(0.01)
+            for i in range(5):
+                head = await other.commit([Put(f"y/{i}", "z")])
+            r = httpx.post(etcd.members[0].client_url + "/v3/kv/compaction", json={"revision": str(head)})
+            assert r.status_code == 200, r.text
+            async with a.snapshot(rev) as snap:
+                assert snap.revision == rev  # the watch's, not yet read
+                assert (await snap.get("u/x/1")).value == "one"  # type: ignore[union-attr]
+                assert snap.revision >= head
+            assert a.watched.revision() == 0  # the head, until the next event
+            rev2 = await b.commit([Put("u/x/1", "two")])
+            with anyio.fail_after(5):
+                while a.watched.revision() < rev2:
+                    await anyio.sleep(0.01)
+            async with a.snapshot(rev2) as snap:
+                assert (await snap.get("u/x/1")).value == "two"  # type: ignore[union-attr]
+                assert snap.revision == rev2
+    finally:
+        for s in (a, b, other):
+            await s.close()
