@@ -226,6 +226,10 @@ class ViewCache:
         except KeyError:  # the delta keeps what we do not have: take it whole
             return await self._fetch(unit_id)
         assert isinstance(root, Dir)
+        if peers == "lazy" and base is not None and not unloaded_peers(base.root) and unloaded_peers(root):
+            # the peers were loaded into ``base`` while this was asked without them: ask
+            # again for their changes rather than drop them (and load them all again)
+            return await self._fetch(unit_id, base)
         # a delta is small but the tree it updates is not: a view weighs what its last
         # whole fetch did
         weight = base.weight if base is not None and base.weight else packer.weight(len(ans.body))

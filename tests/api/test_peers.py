@@ -12,7 +12,7 @@ import pytest
 from metafs.catalog.peers import INLINE_PEERS
 from metafs.tree import from_meta, merge_meta, to_meta
 from tests.support.churn import service
-from tests.support.servers import ZK1
+from tests.support.servers import OPERATOR_TOKEN, ZK1, ServerProcess
 
 UNITS = 200
 ME, PEER, GONE = "big-0000", "big-0007", "big-0150"
@@ -118,3 +118,66 @@ def test_bad_peers_parameters_are_400s_naming_them(
 ) -> None:
     r = big.get(path, params=params)
     assert r.status_code == 400 and says in r.text, r.text
+
+
+class _Told:
+    """A view listener with no kernel behind it."""
+
+    def views_swapped(self, unit_ids: list[str]) -> None: ...
+
+    def view_changed(self, unit_id: str, old: object, new: object) -> None: ...
+
+    def list_changed(self, old: object, new: object) -> None: ...
+
+    def keeps(self, unit_id: str) -> bool:
+        return True
+
+
+@pytest.mark.timeout(60)
+def test_peers_loaded_while_a_lazy_refetch_was_asked_are_kept(
+    big: httpx.Client, server: ServerProcess
+) -> None:
+    """The mount's view cache asked a delta without peers; they were listed (loaded)
+    meanwhile: the answer must not leave them pending again (they are asked by change)."""
+    import trio
+
+    from metafs.client import Answer, AsyncMetadataClient
+    from metafs.mount.viewcache import ViewCache, unloaded_peers
+
+    class Racing(AsyncMetadataClient):
+        """Runs ``meanwhile`` after the next view request was answered, before it is used."""
+
+        meanwhile: Any = None
+
+        async def view(self, unit_id: str, since: int | None = None, peers: str = "lazy") -> Answer:
+            ans = await super().view(unit_id, since, peers)
+            if self.meanwhile is not None:
+                hook, self.meanwhile = self.meanwhile, None
+                await hook()
+            return ans
+
+    async def main() -> None:
+        client = Racing(server.url, OPERATOR_TOKEN)
+        cache = ViewCache(
+            client, _Told(), host_mode=False, fetch_timeout=10, poll_wait=30, view_ttl=60, max_bytes=64 << 20
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(cache.run)
+            view = await cache.get(ME)
+            assert unloaded_peers(view.root)
+            await trio.to_thread.run_sync(
+                lambda: big.put(f"/v1/kv/7/churn/big/{PEER}/hostname", content="moved-on").raise_for_status()
+            )
+
+            async def load() -> None:
+                assert await cache._load_peers(view)
+
+            client.meanwhile = load
+            new = await cache._fetch(ME, view)
+            assert new is not None and not unloaded_peers(new.root)
+            peer = new.root.children["service"].children["all_hosts"].children[PEER]  # type: ignore[union-attr]
+            assert peer.children["hostname"].value == "moved-on"  # type: ignore[union-attr]
+            nursery.cancel_scope.cancel()
+        await client.aclose()
+
+    trio.run(main)
