@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -51,6 +52,14 @@ BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 JOIN_SETTLE = 0.02
 #: the share of ``max_bytes`` that peers unpacked for reading may take (see packing.py)
 UNPACKED_SHARE = 4
+#: host mode: a big service's peers are fetched in bulk (one request, every peer, and its
+#: units' views follow from it) when the service has at most this many units for each of
+#: them on this host; else each view is fetched on its own (~2.5 KB, ~1 KB a delta: a
+#: peer's entry costs about as much), so that 10 units of a 5,000-unit web tier cost 10
+#: small fetches, not 5,000 peers
+BULK_PER_LOCAL_UNIT = 3
+#: views of one service refetched at once when each is fetched on its own
+REFRESH_AT_ONCE = 8
 
 
 class ViewUnavailable(Exception):
@@ -140,6 +149,7 @@ class ViewCache:
         self.stale_since: float | None = None
         self._fetches: dict[str, _Fetch] = {}
         self._loading: dict[int, trio.Event] = {}  # id(pending all_hosts) -> its fetch's end
+        self._local: Counter[str] = Counter()  # host mode: each service's units listed here
         self._poll_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._index = 0
@@ -237,15 +247,23 @@ class ViewCache:
 
     async def _fetch_beside(self, unit_id: str) -> View | None:
         """Host mode: the view of ``unit_id`` derived from a cached peer's, that peer's
-        pending peers fetched first (one request for the whole service): a service's
-        shared part is fetched once per mount, not once per unit. None: no such peer."""
+        pending peers fetched first (one request for the whole service) when that pays
+        (:meth:`_bulk_pays`): a service's shared part is fetched once per mount, not
+        once per unit. None: no such peer, or fetch this view on its own."""
         for peer in list(self._fresh_peers(unit_id)):
-            if unloaded_peers(peer.root):
-                await self._load_peers(peer)
+            if unloaded_peers(peer.root) and not (self._bulk_pays(peer) and await self._load_peers(peer)):
+                return None
             view = derive(peer, unit_id)
             if view is not None:
                 return view
         return None
+
+    def _bulk_pays(self, view: View) -> bool:
+        """Whether fetching the pending peers of ``view``'s service costs less than
+        fetching each of its units' views on this host (see :data:`BULK_PER_LOCAL_UNIT`)."""
+        pending = descend(view.root, PEERS_AT)
+        count = pending.count if isinstance(pending, Pending) else 0
+        return count <= BULK_PER_LOCAL_UNIT * self._local.get(service_of(view.root), 1)
 
     def _fresh_peers(self, unit_id: str) -> Iterator[View]:
         """Host mode: the cached views of ``unit_id``'s service known fresh at or after
@@ -350,6 +368,8 @@ class ViewCache:
         if len(ans.body) >= heap.TRIM_AFTER:  # 100,000 units: ~60 MB of decoding left behind
             await trio.to_thread.run_sync(heap.trim)
         old, self.units = self.units, new
+        listed = [n for n in new.children.values() if isinstance(n, Leaf)]
+        self._local = Counter(str(n.value).rsplit("/", 1)[0] for n in listed)
         self.units_seen = int(ans.headers.get("x-metafs-revision", "0"))
         self._index = max(self._index, self.units_seen)
         self.listener.list_changed(old, new)
@@ -542,7 +562,7 @@ class ViewCache:
         except ClientError as exc:
             failed.append(f"view {first}: {exc}")
             return
-        if rest and fetched is not None and unloaded_peers(fetched.root):
+        if rest and fetched is not None and unloaded_peers(fetched.root) and self._bulk_pays(fetched):
             await self._load_peers(fetched)  # one request, and the rest follow from it
         new = {first: fetched}
         alone = []
@@ -570,8 +590,16 @@ class ViewCache:
         finally:  # cancelled on the way: the rest are told at once, none is left pending
             for uid, old, view in replaced[told:]:
                 self.listener.view_changed(uid, old.root, view.root)
-        for uid in alone:
-            await self._refresh([uid], failed)
+        if alone:  # deleted, moved, or a big service's fetched one by one: a few at a time
+            limit = trio.CapacityLimiter(REFRESH_AT_ONCE)
+
+            async def alone_refresh(uid: str) -> None:
+                async with limit:
+                    await self._refresh([uid], failed)
+
+            async with trio.open_nursery() as nursery:
+                for uid in alone:
+                    nursery.start_soon(alone_refresh, uid)
 
     def _swap(self, unit_id: str, new: View | None) -> View | None:
         """Serve ``new`` for ``unit_id`` (None: drop it); the view it replaces, if any

@@ -77,3 +77,29 @@ def test_host_mode_fetches_a_service_once_for_all_its_units(
     wait_for(lambda: read(m.path / PEER / "self" / "hostname") == "moved-on", timeout=10)
     seen_by_me = m.path / ME / "service" / "all_hosts" / PEER / "hostname"
     wait_for(lambda: read(seen_by_me) == "moved-on", timeout=10)
+
+
+@pytest.mark.timeout(90)
+def test_host_mode_with_a_few_units_of_a_big_service_fetches_each_on_its_own(
+    http: httpx.Client, server: ServerProcess, make_mount: MakeMount
+) -> None:
+    """10 units of a 300-unit service on this host: 10 small fetches, not every peer (the
+    bulk pays only for a service of at most 3 units per unit here); its peers still come
+    in one fetch when listed, and changes reach every view."""
+    local = [f"big-{i:04d}" for i in range(0, UNITS, 30)]
+    elsewhere = {f"big-{i:04d}": "node-b" for i in range(UNITS)} | dict.fromkeys(local, "node-a")
+    http.post("/v1/load", json=service("big", UNITS, elsewhere)).raise_for_status()
+    token = http.post("/v1/tokens/", json={"kind": "host", "subject": "node-a"}).json()["token"]
+    m = make_mount(server.url, None, "--token", token)
+    wait_for(lambda: sorted(os.listdir(m.path)) == local, timeout=10)
+    for uid in local:
+        assert read(m.path / uid / "self" / "hostname") == f"big-{int(uid[4:])}"
+    st = status(m.path)
+    assert st.fetches == len(local) and st.views_bytes < 150_000, st
+    hosts = m.path / local[0] / "service" / "all_hosts"
+    assert len(os.listdir(hosts)) == UNITS
+    assert status(m.path).fetches == len(local) + 1
+    assert http.put(f"/v1/kv/7/churn/big/{local[3]}/hostname", content="moved-on").status_code == 200
+    wait_for(lambda: read(m.path / local[3] / "self" / "hostname") == "moved-on", timeout=10)
+    wait_for(lambda: read(hosts / local[3] / "hostname") == "moved-on", timeout=10)
+    assert read(m.path / local[5] / "self" / "hostname") == "big-150"
