@@ -309,17 +309,24 @@ class AsyncMetadataClient(_Base):
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
 
-    async def view(self, unit_id: str, since: int | None = None, peers: str = "lazy") -> Answer:
+    async def view(
+        self, unit_id: str, since: int | None = None, peers: str = "lazy", wait: float | None = None
+    ) -> Answer:
         """A unit's whole view with revisions and times (``?format=meta``). ``peers``: how
         ``service/all_hosts`` comes (see :mod:`metafs.catalog.peers`): ``lazy`` (a big
         service's pending, to fetch with :meth:`peers`), ``changes`` (with ``since``: the
         peers changed since), ``all`` (inline; with ``since``, ``{"k": 1}`` per unchanged).
+        ``wait``: long-poll, until the view changes after ``since`` (or ``wait`` seconds).
         404 (no such unit) and 403 (not in this token's scope) are answers, not errors."""
         params = {"format": "meta", "peers": peers}
         if since is not None:
             params["since"] = str(since)
+        extra: dict[str, Any] = {}
+        if wait is not None:
+            params.update(index=str(since or 0), wait=f"{wait:.3f}")
+            extra["timeout"] = self._long(wait)
         return await self.request(
-            "GET", f"/v1/view/{quote(unit_id, safe='')}/", ok=(200, 403, 404), params=params
+            "GET", f"/v1/view/{quote(unit_id, safe='')}/", ok=(200, 403, 404), params=params, **extra
         )
 
     async def peers(self, unit_id: str) -> Answer:

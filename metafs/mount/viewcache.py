@@ -214,13 +214,14 @@ class ViewCache:
             del self._fetches[unit_id]
             fetch.done.set()
 
-    async def _fetch(self, unit_id: str, base: View | None = None) -> View | None:
+    async def _fetch(self, unit_id: str, base: View | None = None, wait: float | None = None) -> View | None:
         """The view of ``unit_id``; with ``base`` (the view held now), only what changed
-        since is transferred, and ``base``'s unchanged subtrees are reused."""
+        since is transferred, and ``base``'s unchanged subtrees are reused; with ``wait``
+        too, once it changed (a long poll)."""
         # holding the peers, ask for those that changed; else for none of a big service's
         peers = "changes" if base is not None and not unloaded_peers(base.root) else "lazy"
         try:
-            ans = await self.client.view(unit_id, base.seen if base else None, peers)
+            ans = await self.client.view(unit_id, base.seen if base else None, peers, wait)
         except ClientError as exc:
             self.stats.fetch_errors += 1
             self.stats.last_error = str(exc)
@@ -337,6 +338,8 @@ class ViewCache:
             if not pending.loaded:  # its view left the cache meanwhile: the reader gets it
                 pending.children, pending.loaded = loaded.children, True
             self._keep_within()
+            if not self.host_mode:
+                self._restart_poll()  # the view's long poll asked without peers: ask again
         finally:
             del self._loading[id(pending)]
             loading.set()
@@ -494,6 +497,13 @@ class ViewCache:
                 self._joined = False
                 await trio.sleep(JOIN_SETTLE)
                 units = sorted(self.views)
+            if not self.host_mode and len(units) == 1:
+                if await self._poll_view(units[0]):
+                    delay = BACKOFF_MIN
+                else:
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
+                continue
             ans = None
             with trio.CancelScope() as self._poll_scope:
                 try:
@@ -515,14 +525,45 @@ class ViewCache:
                 await trio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
-            if self.stale_since is not None:
-                log.warning(
-                    "server reachable again after %.1fs; views are fresh", time.monotonic() - self.stale_since
-                )
-                self.stale_since = None
+            self._fresh_again()
             delay = BACKOFF_MIN
             self._checked(units, ans.index)
             self._index = max(self._index, ans.index)
+
+    async def _poll_view(self, unit_id: str) -> bool:
+        """Unit mode: long-poll the one view itself (``?since=R&index=R``): a change comes
+        as the answer, a delta, in one request (a watch answer and a fetch were two, for
+        the server and for the client). False: the server could not be reached."""
+        base = self.views[unit_id]
+        answered, new = False, None
+        with trio.CancelScope() as self._poll_scope:
+            try:
+                new = await self._fetch(unit_id, base, wait=self.poll_wait)
+                answered = True
+            except ClientError as exc:
+                self._went_stale(exc)
+        self._poll_scope = None
+        if not answered:
+            return self.stale_since is None  # cancelled (a view joined), or unreachable
+        self.stats.watch_answers += 1
+        self._fresh_again()
+        if self.views.get(unit_id) is not base:
+            return True  # replaced or dropped meanwhile: poll again from what is there
+        if new is None:
+            self._drop(unit_id)  # deleted, or out of this token's scope
+        elif new.seen > base.seen:
+            old = self._swap(unit_id, new)
+            if old is not None:
+                self.listener.views_swapped([unit_id])
+                self.listener.view_changed(unit_id, old.root, new.root)
+        return True
+
+    def _fresh_again(self) -> None:
+        if self.stale_since is not None:
+            log.warning(
+                "server reachable again after %.1fs; views are fresh", time.monotonic() - self.stale_since
+            )
+            self.stale_since = None
 
     def _went_stale(self, exc: Exception) -> None:
         self.stats.last_error = str(exc)

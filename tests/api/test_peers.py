@@ -149,8 +149,10 @@ def test_peers_loaded_while_a_lazy_refetch_was_asked_are_kept(
 
         meanwhile: Any = None
 
-        async def view(self, unit_id: str, since: int | None = None, peers: str = "lazy") -> Answer:
-            ans = await super().view(unit_id, since, peers)
+        async def view(
+            self, unit_id: str, since: int | None = None, peers: str = "lazy", wait: float | None = None
+        ) -> Answer:
+            ans = await super().view(unit_id, since, peers, wait)
             if self.meanwhile is not None:
                 hook, self.meanwhile = self.meanwhile, None
                 await hook()
