@@ -153,6 +153,10 @@ class _Base:
         for round_ in range(self.rounds):
             for j, url in self._urls(path):
                 resp = yield _Send(method, url, kw)
+                if method == "GET" and isinstance(resp, httpx.RemoteProtocolError):
+                    # a kept-alive connection the server closed as idle, found closed only
+                    # when reused (a busy client): once more at once, on a new connection
+                    resp = yield _Send(method, url, kw)
                 if isinstance(resp, httpx.TransportError):
                     errors.append(f"{url}: {resp or type(resp).__name__}")
                     continue

@@ -82,3 +82,24 @@ def test_keys_become_api_paths() -> None:
     assert key_path("accounts/5/") == "/v1/accounts/5/"
     with pytest.raises(ClientError, match="give --unit"):
         key_path("self/hostname")
+
+
+def test_a_get_on_a_connection_the_server_closed_is_sent_again_once() -> None:
+    """A kept-alive connection closed by the server while idle shows only when reused:
+    a GET is sent once more at once (a busy client was served stale for seconds)."""
+    calls: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        if len(calls) in (1, 3, 4) or request.method == "PUT":
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return httpx.Response(200, text="ok\n")
+
+    with MetadataClient("a:1", rounds=1, transport=httpx.MockTransport(handle)) as c:
+        assert c.request("GET", "/v1/kv/").body == b"ok\n"
+        assert calls == ["GET", "GET"]
+        with pytest.raises(ClientError, match="Server disconnected"):
+            c.request("GET", "/v1/kv/")  # twice in a row: unreachable, as before
+        with pytest.raises(ClientError):
+            c.request("PUT", "/v1/kv/x")  # a write is never sent twice
+    assert calls == ["GET", "GET", "GET", "GET", "PUT"]
