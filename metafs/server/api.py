@@ -413,6 +413,9 @@ class Api:
         if target.kind in ("account", "stack", "service") and not target.field:
             self.reads.views.drop(target.ids)
             self.rendered.drop(target.ids)
+            # reading every unit record to delete left its heap behind (a 66,000-unit
+            # account: 72 -> 132 MB RSS, kept): hand it back, as after a big load
+            await anyio.to_thread.run_sync(heap.trim)
         return result
 
     async def _load(self, request: Request, principal: auth.Principal, segs: list[str]) -> Response:
