@@ -213,16 +213,19 @@ def merge_meta(
     if "c" not in data:
         return shared.leaf(data)
     before = old.children if isinstance(old, Dir) else {}
-    children: dict[str, Node] = {}
-    for n, c in data["c"].items():
-        name = sys.intern(n)
-        if c == KEEP:
-            children[name] = before[n]
-            continue
-        here = (*path, name) if pack is not None else path
-        made = pack(here, c) if pack is not None else None
-        children[name] = made if made is not None else merge_meta(before.get(n), c, shared, pack, here)
+    children = {sys.intern(n): _child(before, n, c, shared, pack, path) for n, c in data["c"].items()}
     return Dir(children, shared.number(data["r"]), shared.number(data["m"]), data.get("s", False))
+
+
+def _child(
+    before: dict[str, Node], n: str, data: Any, shared: _Shared, pack: Pack | None, path: tuple[str, ...]
+) -> Node:
+    """Child ``n`` as ``data`` describes it: the old one kept, or made (``pack`` first)."""
+    if data == KEEP:
+        return before[n]
+    here = (*path, sys.intern(n)) if pack is not None else path
+    made = pack(here, data) if pack is not None else None
+    return made if made is not None else merge_meta(before.get(n), data, shared, pack, here)
 
 
 def _patched(old: Node | None, data: Any, shared: _Shared, pack: Pack | None, path: tuple[str, ...]) -> Dir:
@@ -235,12 +238,7 @@ def _patched(old: Node | None, data: Any, shared: _Shared, pack: Pack | None, pa
     for name in data["x"]:
         children.pop(name, None)
     for n, c in data["p"].items():
-        name = sys.intern(n)
-        if c == KEEP:
-            continue
-        here = (*path, name) if pack is not None else path
-        made = pack(here, c) if pack is not None else None
-        children[name] = made if made is not None else merge_meta(children.get(name), c, shared, pack, here)
+        children[sys.intern(n)] = _child(old.children, n, c, shared, pack, path)
     if len(children) != data["n"]:
         raise KeyError(path)
     return Dir(children, shared.number(data["r"]), shared.number(data["m"]), old.seq)

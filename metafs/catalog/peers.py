@@ -26,8 +26,6 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-
 from ..protocol import PEERS_AT
 from ..store import Snapshot
 from ..tree import KEEP, Dir, patch_meta, pending_meta, to_meta
@@ -127,24 +125,20 @@ async def _deleted(snap: Snapshot, shared: ServiceView, since: int) -> list[str]
     """The service's units deleted after ``since`` and not back: the same for every
     snapshot the service view is current at (its units' last change is in ``revs``).
     Read once however many clients ask at once (each woken client asks right away)."""
-    reading = shared.deleting.get(since)
-    if reading is not None:
-        with anyio.move_on_after(DELETIONS_WAIT):
-            await reading.wait()
     kept = shared.deleted.get(since)
     if kept is not None:
         return kept
     if shared.revs[0] <= since:
-        gone: list[str] = []  # no unit of the service changed (or went) after since
-    else:
-        reading = shared.deleting.setdefault(since, anyio.Event())
-        try:
-            keys = await snap.deleted_since(record_key("unit", shared.ids), since)
-        finally:
-            reading.set()
-            if shared.deleting.get(since) is reading:
-                del shared.deleting[since]
+        return _keep_deleted(shared, since, [])  # no unit of the service changed (or went)
+    async with shared.deleting.first(since, DELETIONS_WAIT) as first:
+        if not first and (kept := shared.deleted.get(since)) is not None:
+            return kept  # another request read them meanwhile
+        keys = await snap.deleted_since(record_key("unit", shared.ids), since)
         gone = [uid for uid in (key_ids(k)[3] for k in keys) if uid not in shared.selves]
+        return _keep_deleted(shared, since, gone)
+
+
+def _keep_deleted(shared: ServiceView, since: int, gone: list[str]) -> list[str]:
     if len(shared.deleted) >= KEPT_DELETIONS:
         shared.deleted.clear()
     shared.deleted[since] = gone

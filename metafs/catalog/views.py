@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-
+from ..flights import Flights
 from ..lru import LRU
 from ..store import Snapshot, yielding
 from ..tree import Dir, Leaf, Scalar
@@ -119,7 +118,7 @@ class ServiceView:
     #: the units deleted after a revision (read once per revision asked: see :mod:`.peers`)
     deleted: dict[int, list[str]] = field(default_factory=dict, compare=False)
     #: those being read, by revision: who asks for the same meanwhile waits
-    deleting: dict[int, anyio.Event] = field(default_factory=dict, compare=False)
+    deleting: Flights[int] = field(default_factory=Flights, compare=False)
 
     def unit(self, unit_id: str) -> Dir | None:
         node = self.service.children["all_hosts"]
@@ -143,7 +142,7 @@ class ServiceViews:
     def __init__(self, max_bytes: int) -> None:
         self._views: LRU[tuple[str, ...], ServiceView] = LRU(self.weight, max_bytes)
         #: the builds in flight, by service and state: those who ask meanwhile wait
-        self.building: dict[tuple[tuple[str, ...], tuple[int, ...]], anyio.Event] = {}
+        self.building: Flights[tuple[tuple[str, ...], tuple[int, ...]]] = Flights()
 
     def __len__(self) -> int:
         return len(self._views)
@@ -188,19 +187,10 @@ async def service_view(
         return await _build(snap, (a, t, s), stamps, None)
     if hit := cache.get((a, t, s), revs):
         return hit
-    flight = cache.building.get(((a, t, s), revs))
-    if flight is not None:  # another request builds this very state: wait (bounded) for it
-        with anyio.move_on_after(BUILD_WAIT):
-            await flight.wait()
-        if hit := cache.get((a, t, s), revs):
-            return hit
-    flight = cache.building.setdefault(((a, t, s), revs), anyio.Event())
-    try:
+    async with cache.building.first(((a, t, s), revs), BUILD_WAIT) as first:
+        if not first and (hit := cache.get((a, t, s), revs)):
+            return hit  # another request built this very state meanwhile
         return await _build(snap, (a, t, s), stamps, cache)
-    finally:
-        flight.set()
-        if cache.building.get(((a, t, s), revs)) is flight:
-            del cache.building[((a, t, s), revs)]
 
 
 async def _build(

@@ -262,8 +262,8 @@ class ViewCache:
     def _bulk_pays(self, view: View) -> bool:
         """Whether fetching the pending peers of ``view``'s service costs less than
         fetching each of its units' views on this host (see :data:`BULK_PER_LOCAL_UNIT`)."""
-        pending = descend(view.root, PEERS_AT)
-        count = pending.count if isinstance(pending, Pending) else 0
+        pending = pending_peers(view.root)
+        count = pending.count if pending is not None else 0
         return count <= BULK_PER_LOCAL_UNIT * self._local.get(service_of(view.root), 1)
 
     def _fresh_peers(self, unit_id: str) -> Iterator[View]:
@@ -300,8 +300,8 @@ class ViewCache:
         """Fetch the peers of ``view``'s service into its pending ``all_hosts`` (one
         request, shared by every cached view of the service whose peers are pending);
         whether they are there (bounded by ``fetch_timeout``)."""
-        pending = descend(view.root, PEERS_AT)
-        if not isinstance(pending, Pending) or pending.loaded:
+        pending = pending_peers(view.root)
+        if pending is None:
             return True
         loading = self._loading.get(id(pending))
         if loading is None:
@@ -331,8 +331,8 @@ class ViewCache:
             weight = packer.weight(len(ans.body))
             for uid in self._by_service.get(service, ()):
                 other = self.views[uid]
-                node = descend(other.root, PEERS_AT)
-                if isinstance(node, Pending) and not node.loaded:
+                node = pending_peers(other.root)
+                if node is not None:
                     node.children, node.loaded = loaded.children, True
                     other.weight += weight
             if not pending.loaded:  # its view left the cache meanwhile: the reader gets it
@@ -667,10 +667,15 @@ def service_of(view: Dir) -> str:
     return str(node.value).rsplit("/", 1)[0] if isinstance(node, Leaf) else ""
 
 
+def pending_peers(root: Dir) -> Pending | None:
+    """A view's ``service/all_hosts`` if it is pending (its peers not fetched yet)."""
+    node = descend(root, PEERS_AT)
+    return node if isinstance(node, Pending) and not node.loaded else None
+
+
 def unloaded_peers(root: Dir) -> bool:
     """Whether a view's ``service/all_hosts`` is pending (its peers not fetched)."""
-    node = descend(root, PEERS_AT)
-    return node is not None and unloaded(node)
+    return pending_peers(root) is not None
 
 
 def derive(view: View, unit_id: str) -> View | None:

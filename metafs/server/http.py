@@ -95,8 +95,13 @@ def query_without(query: bytes, names: frozenset[str]) -> bytes:
     return b"&".join(p for p in query.split(b"&") if param_name(p) not in names)
 
 
+def has_param(query: bytes, names: frozenset[str]) -> bool:
+    """Whether the raw query has a parameter named one of ``names``."""
+    return bool(query) and any(param_name(p) in names for p in query.split(b"&"))
+
+
 def is_long_poll(query: bytes) -> bool:
-    return bool(query) and any(param_name(p) in LONG_POLL for p in query.split(b"&"))
+    return has_param(query, LONG_POLL)
 
 
 def split_path(raw: bytes, prefix: str) -> tuple[list[str], bool]:

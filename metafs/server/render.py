@@ -83,7 +83,7 @@ class RenderedViews:
             or len(node.shared.records) < BIG_VIEW
             or fmt not in ("json", "meta")
             or "since" in q
-            or f'"{snap.changed}.{fmt}{node.variant}"' in request.headers.get("if-none-match", "")  # a 304
+            or etag(snap, fmt, node) in request.headers.get("if-none-match", "")  # a 304
         ):
             return None
         key = fmt + node.variant
@@ -104,6 +104,13 @@ class RenderedViews:
 
 #: a service view of this many records is rendered off the event loop (see big_body)
 BIG_VIEW = 2_000
+
+
+def etag(snap: Snapshot, fmt: str, node: tree.Node | None) -> str:
+    """A read's ETag: where what it read last changed, in its format (and a view's form
+    of its peers, ``+lazy``: a lazy and a whole view are different bodies)."""
+    variant = node.variant if isinstance(node, UnitView) else ""
+    return f'"{snap.changed}.{fmt}{variant}"'
 
 
 def _whole_body(node: UnitView, fmt: str) -> bytes:
@@ -180,7 +187,7 @@ def read_response(
     headers = {
         INDEX_HEADER: str(snap.changed),
         REVISION_HEADER: str(snap.changed if scoped else snap.revision),
-        "ETag": f'"{snap.changed}.{fmt}{node.variant if isinstance(node, UnitView) else ""}"',
+        "ETag": etag(snap, fmt, node),
         "Cache-Control": "no-cache",
     }
     if snap.changed_time:

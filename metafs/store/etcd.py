@@ -37,8 +37,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -59,9 +59,10 @@ from .base import (
     Waiters,
     prefix_end,
 )
-from .watched import Watched
+from .watched import READER_WAIT, Watched
 
 log = logging.getLogger("metafs.store.etcd")
+T = TypeVar("T")
 
 
 class Compacted(StoreError):
@@ -153,18 +154,43 @@ class _EtcdSnapshot(Snapshot):
     async def _ranges(self, prefixes: Sequence[str]) -> list[Range]:
         """Every prefix's live keys and latest tombstone, in one read-only transaction (the
         small ones the watch keeps current need none: see watched.py)."""
-        st, at = self._store, self.revision
-        known = {p: r for p in prefixes if (r := st.watched.range(at, p)) is not None}
+        return await self._through_watch(prefixes, self._store.watched.range, self._read_ranges)
+
+    async def _read_ranges(self, missing: list[str]) -> dict[str, Range]:
+        st = self._store
+        reqs = []
+        for p in missing:
+            reqs.append(st._range_req(st.live + p, self.revision))
+            reqs.append(st._range_req(st.tomb + p, self.revision, latest=True))
+        found = await self._read(reqs)
+        read = {p: self._decode(found[2 * i], found[2 * i + 1]) for i, p in enumerate(missing)}
+        for p, r in read.items():
+            st.watched.learn_range(self.revision, p, r)
+        return read
+
+    async def _through_watch(
+        self,
+        prefixes: Sequence[str],
+        kept: Callable[[int, str], T | None],
+        read: Callable[[list[str]], Awaitable[dict[str, T]]],
+    ) -> list[T]:
+        """For each prefix, what the watch keeps at this snapshot's revision (``kept``),
+        else what ``read`` reads (in one round trip for all the missing, and once however
+        many snapshots at this revision ask for the same at the same time: every woken
+        poll of a service asks for its prefixes together)."""
+        at = self.revision
+        known = {p: x for p in prefixes if (x := kept(at, p)) is not None}
         missing = [p for p in dict.fromkeys(prefixes) if p not in known]
-        if missing:
-            reqs = []
-            for p in missing:
-                reqs.append(st._range_req(st.live + p, self.revision))
-                reqs.append(st._range_req(st.tomb + p, self.revision, latest=True))
-            found = await self._read(reqs)
-            for i, p in enumerate(missing):
-                known[p] = self._decode(found[2 * i], found[2 * i + 1])
-                st.watched.learn_range(self.revision, p, known[p])
+        if missing and at:
+            flight = (read.__name__, at, tuple(missing))  # stamps and ranges apart
+            async with self._store.watched.reading.first(flight, READER_WAIT) as first:
+                if not first:  # another read them meanwhile: what it learned is kept
+                    known.update((p, x) for p in missing if (x := kept(at, p)) is not None)
+                    missing = [p for p in missing if p not in known]
+                if missing:
+                    known.update(await read(missing))
+        elif missing:
+            known.update(await read(missing))
         return [known[p] for p in prefixes]
 
     def _decode(self, live: list[dict[str, Any]], tomb: list[dict[str, Any]]) -> Range:
@@ -197,34 +223,22 @@ class _EtcdSnapshot(Snapshot):
     async def _last_changes(self, prefixes: Sequence[str]) -> list[tuple[int, float]]:
         """The latest live key and the latest tombstone under each prefix, in one round trip
         (none for those the watch keeps current)."""
-        st, at = self._store, self.revision
-        known = {p: stamp for p in prefixes if (stamp := st.watched.stamp(at, p)) is not None}
-        missing = [p for p in dict.fromkeys(prefixes) if p not in known]
-        if missing and at:
-            # every woken poll of a service asks for its prefixes at once: one reads them
-            async with st.watched.one_reader(at, missing) as first:
-                if not first:  # another read them meanwhile: what it learned is here
-                    known.update((p, x) for p in missing if (x := st.watched.stamp(at, p)) is not None)
-                    missing = [p for p in missing if p not in known]
-                await self._read_stamps(missing, known)
-        else:
-            await self._read_stamps(missing, known)
-        return [known[p] for p in prefixes]
+        return await self._through_watch(prefixes, self._store.watched.stamp, self._read_stamps)
 
-    async def _read_stamps(self, missing: list[str], known: dict[str, tuple[int, float]]) -> None:
-        """Read the stamps of ``missing`` into ``known`` (and what the watch keeps)."""
-        if not missing:
-            return
+    async def _read_stamps(self, missing: list[str]) -> dict[str, tuple[int, float]]:
         st = self._store
         both = (st.live, st.tomb)
-        reqs = [st._range_req(ns + p, self.revision, latest=True) for p in missing for ns in both]
-        found = await self._read(reqs)
+        found = await self._read(
+            [st._range_req(ns + p, self.revision, latest=True) for p in missing for ns in both]
+        )
+        read = {}
         for i, p in enumerate(missing):
             best: tuple[int, float] = (0, 0.0)
             for kv in found[2 * i] + found[2 * i + 1]:
                 best = max(best, (int(kv["mod_revision"]), _decode(kv.get("value"))[0]))
-            known[p] = best
+            read[p] = best
             st.watched.learn_stamp(self.revision, p, best)
+        return read
 
 
 class EtcdStore(Store):

@@ -125,7 +125,7 @@ class _SqliteSnapshot(Snapshot):
             "SELECT key FROM kv WHERE key >= ? AND key < ? AND value IS NULL"
             f" AND mod_rev > {int(after)} ORDER BY key"
         )
-        return [k for batch in [b async for b in self._under(sql, prefix)] for (k,) in batch]
+        return [k async for batch in self._under(sql, prefix) for (k,) in batch]
 
     async def _last_changes(self, prefixes: Sequence[str]) -> list[tuple[int, float]]:
         return await _each(prefixes, self._last_change)

@@ -14,11 +14,7 @@ server's own last commit (read your writes), snapshots read at etcd's head as be
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
-import anyio
-
+from ..flights import Flights
 from ..lru import LRU
 from .base import Range
 
@@ -27,7 +23,7 @@ from .base import Range
 MANY_KEYS = 256
 #: ranges kept: this small or less (an index key, a unit's record), these many at most
 SMALL_RANGE_ITEMS, SMALL_RANGE_BYTES = 8, 4096
-#: how long a read waits for another's of the same stamps before reading them itself
+#: how long a read waits for another's of the same prefixes before reading them itself
 READER_WAIT = 5.0
 
 
@@ -49,8 +45,8 @@ class Watched:
         self.compacted = False
         self._stamps: LRU[str, tuple[int, float]] = LRU(lambda _: 100, max_bytes // 4, max_entries)
         self._ranges: LRU[str, Range] = LRU(_range_bytes, max_bytes, max_entries)
-        #: the stamps being read, by revision and prefixes: who asks meanwhile waits
-        self._reading: dict[tuple[int, tuple[str, ...]], anyio.Event] = {}
+        #: the reads in flight, by revision and prefixes: who asks the same meanwhile waits
+        self.reading: Flights[tuple[str, int, tuple[str, ...]]] = Flights()
 
     def __len__(self) -> int:
         return len(self._stamps) + len(self._ranges)
@@ -79,24 +75,6 @@ class Watched:
         small = len(found.items) <= SMALL_RANGE_ITEMS and _range_bytes(found) <= SMALL_RANGE_BYTES
         if small and at and at == self.revision():
             self._ranges.put(prefix, found)
-
-    @contextlib.asynccontextmanager
-    async def one_reader(self, at: int, prefixes: list[str]) -> AsyncIterator[bool]:
-        """Whether the caller is the first to read ``prefixes`` at ``at``; a later one waits
-        (bounded) for the first to be done, then finds what it learned here."""
-        key = (at, tuple(prefixes))
-        reading = self._reading.get(key)
-        if reading is not None:
-            with anyio.move_on_after(READER_WAIT):
-                await reading.wait()
-            yield False
-            return
-        reading = self._reading[key] = anyio.Event()
-        try:
-            yield True
-        finally:
-            del self._reading[key]
-            reading.set()
 
     def applied(self, rev: int, keys: list[str]) -> None:
         """The watch delivered revision ``rev``, changing ``keys``: drop every entry under

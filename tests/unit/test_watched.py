@@ -3,9 +3,6 @@ revision it is exact for, dropped by the first event under it, bounded."""
 
 from __future__ import annotations
 
-import anyio
-import pytest
-
 from metafs.store.base import Item, Range
 from metafs.store.watched import MANY_KEYS, Watched
 
@@ -72,20 +69,3 @@ def test_big_ranges_are_not_kept_and_the_count_is_bounded() -> None:
     for n in range(10):
         w.learn_stamp(1, f"p{n}/", (1, 0.0))
     assert sum(w.stamp(1, f"p{n}/") is not None for n in range(10)) == 4
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_one_reader_per_revision_and_prefixes(anyio_backend: str) -> None:
-    w = Watched()
-    firsts: list[bool] = []
-
-    async def reader() -> None:
-        async with w.one_reader(3, ["u/a/"]) as first:
-            firsts.append(first)
-            await anyio.sleep(0.05)
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(5):
-            tg.start_soon(reader)
-    assert firsts.count(True) == 1 and len(firsts) == 5
