@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import os
+import platform
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -25,6 +27,23 @@ def trim() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def use_system_allocator() -> None:
+    """Re-execute this process (same pid, same argv) under glibc's ``malloc`` for every
+    allocation (``PYTHONMALLOC=malloc``), unless ``PYTHONMALLOC`` says otherwise. Python's
+    own small-object allocator keeps a 1 MB arena for as long as one object in it lives:
+    a big load's transients spread the objects the server keeps over many arenas, and
+    they stay. Load and delete a 15 MB document 30 times: 72 -> 183 MB RSS with it, flat
+    at 60 MB with glibc's (whose :func:`trim` hands back any free page). Costs ~5-10% of
+    requests/s on the smallest GETs (measured with wrk). Call before anything else runs:
+    the process starts over."""
+    if "PYTHONMALLOC" in os.environ or platform.libc_ver()[0] != "glibc" or not sys.orig_argv:
+        return
+    os.environ["PYTHONMALLOC"] = "malloc"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, sys.orig_argv)
 
 
 _paused = 0

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .. import logs
+from .. import heap, logs
 from ..server.settings import Settings
 from .options import Subparsers, add_command, log_options, positive, seconds, size
 
@@ -14,6 +14,7 @@ DEFAULTS = Settings()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    heap.use_system_allocator()  # before the server's stack is loaded: the process starts over
     from ..server.run import serve  # the server's stack is loaded by this command only
     from ..store import default_store_url
 
