@@ -62,6 +62,9 @@ class Writes:
                 rev = await self.store.commit(ops, guards)
             except Conflict:
                 continue
+            finally:
+                if len(ops) >= DISMANTLE_AFTER:  # not freed in one go on the event loop
+                    await anyio.to_thread.run_sync(heap.dismantle, ops, guards)
             return WriteResult(rev, changed)
         raise Exists("too many concurrent writes to the same records; try again")
 
@@ -105,6 +108,8 @@ class Writes:
             guards.append(Guard(key, old.rev if old else 0))
             if kind == "unit":
                 grown[ids[:3]] = grown.get(ids[:3], 0) + len(value) - (len(item.value) if item else 0)
+        if len(found) >= DISMANTLE_AFTER:  # its items, read for this plan only
+            await anyio.to_thread.run_sync(heap.dismantle, found, wanted)
         for service, more in grown.items():
             await self._check_view_size(snap, service, more)
         return ops, guards, sum(isinstance(op, Put) and op.key.startswith(RECORD_PREFIXES) for op in ops)
@@ -160,9 +165,10 @@ class Writes:
         try:
             if dups := model.duplicate_unit_ids(doc):
                 raise model.ModelError(dups)
+            # comprehensions, not loops: a loop's variable would hold the last account
+            # past the dismantling below, and it would be freed whole on return
             records = [r for h, host in doc.hosts.items() for r in drafts("host", (h,), host)]
-            for a, acc in doc.accounts.items():
-                records.extend(drafts("account", (a,), acc))
+            records.extend(r for a, acc in doc.accounts.items() for r in drafts("account", (a,), acc))
             return records
         finally:
             heap.dismantle(doc)

@@ -213,7 +213,7 @@ class SqliteStore(Store):
             raise StoreError("store is closed")
         rev, changed = await anyio.to_thread.run_sync(self._commit_sync, ops, guards)
         if changed:
-            self._waiters.notify(rev, sorted(changed))
+            self._waiters.notify(rev, changed)
         return rev
 
     def _commit_sync(self, ops: Sequence[Op], guards: Sequence[Guard]) -> tuple[int, list[str]]:
@@ -257,6 +257,7 @@ class SqliteStore(Store):
                             )
                     db.execute("UPDATE meta SET value = ? WHERE name='revision'", (rev,))
                     db.execute("COMMIT")
+                    changed.sort()  # here, not on the event loop (200,000 keys: ~0.1 s)
                     return rev, changed
                 except BaseException:
                     if db.in_transaction:

@@ -295,6 +295,7 @@ def test_memory_comes_back_over_load_and_delete_cycles(server: ServerProcess) ->
     assert server.proc is not None
     environ = Path(f"/proc/{server.proc.pid}/environ").read_bytes().split(b"\0")
     assert b"PYTHONMALLOC=malloc" in environ  # re-executed in place: the same pid
+    assert b"GLIBC_TUNABLES=glibc.malloc.mxfast=0" in environ
     units = {
         f"big-{i:05d}": {"cardinal_value": i, "hostname": f"h{i}", "labels": {"k": "v" * 40}}
         for i in range(30_000)
