@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 log = logging.getLogger("metafs.anchors")
@@ -168,6 +167,8 @@ def main() -> int:
     starts nothing more: left alone, it went on making anchors after a SIGKILL of the
     daemon. (Not PR_SET_PDEATHSIG: that follows the thread that spawned it, and trio
     spawns from a worker thread that may end while the daemon lives.)"""
+    from concurrent.futures import ThreadPoolExecutor  # here: the daemon imports this module too
+
     daemon = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
     ops = json.load(sys.stdin)
     points = mounted_points()  # each op touches its own anchor only

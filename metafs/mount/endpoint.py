@@ -11,12 +11,15 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h11
 import trio
 
-from .metrics import exposition, mount_registry
 from .status import Status
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("metafs.mount")
 
@@ -30,11 +33,17 @@ async def serve(
 ) -> None:
     """Answer ``/status`` and ``/metrics`` on ``unix_path`` (0600: root's, or the daemon
     user's) and on ``tcp`` if given, until cancelled."""
-    registry = mount_registry(status)
+    registry: CollectorRegistry | None = None
 
     def route(target: str) -> tuple[int, bytes, str]:
+        nonlocal registry
         path = target.split("?", 1)[0]
         if path == "/metrics":
+            # prometheus-client is loaded at the first scrape, not at start: ~20 ms of a
+            # restarted daemon's way to its first answer
+            from .metrics import exposition, mount_registry
+
+            registry = registry or mount_registry(status)
             body, ctype = exposition(registry)
             return 200, body, ctype
         if path == "/status":

@@ -26,6 +26,7 @@ must reach the listener in order; apart, they would reach into each other's stat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -190,6 +191,22 @@ class ViewCache:
         if fetch.missing:
             raise ViewMissing(unit_id)
         raise ViewUnavailable(unit_id)
+
+    async def prefetch(self, unit_ids: list[str], at_once: int = 8) -> None:
+        """Fetch the views of ``unit_ids`` not cached, ``at_once`` at a time, ignoring
+        failures (a reader that needs one asks again): a restarted host daemon binds
+        every unit's anchor, each bind a lookup that waits on the view otherwise."""
+        limit = trio.Semaphore(at_once)
+
+        async def one(uid: str) -> None:
+            async with limit:
+                with contextlib.suppress(ViewMissing, ViewUnavailable):
+                    await self.get(uid)
+
+        async with trio.open_nursery() as nursery:
+            for uid in unit_ids:
+                if uid not in self.views:
+                    nursery.start_soon(one, uid)
 
     async def _first_fetch(self, unit_id: str, fetch: _Fetch) -> None:
         deadline = trio.current_time() + self.fetch_timeout

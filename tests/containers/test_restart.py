@@ -135,11 +135,11 @@ def test_a_long_server_outage(loaded: httpx.Client, server: ServerProcess, make_
 
 
 def helpers() -> list[int]:
-    """The anchor helpers (``python -m metafs.mount.binds``) running now."""
+    """The anchor helpers (``python -I -S .../metafs/mount/binds.py``) running now."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"metafs.mount.binds" in (entry / "cmdline").read_bytes():
+            if entry.name.isdigit() and b"metafs/mount/binds.py" in (entry / "cmdline").read_bytes():
                 found.append(int(entry.name))
         except OSError:
             continue

@@ -4,6 +4,7 @@ the same behaviour from the sync and the async driver."""
 
 from __future__ import annotations
 
+import ssl
 import time
 
 import httpx
@@ -103,3 +104,14 @@ def test_a_get_on_a_connection_the_server_closed_is_sent_again_once() -> None:
         with pytest.raises(ClientError):
             c.request("PUT", "/v1/kv/x")  # a write is never sent twice
     assert calls == ["GET", "GET", "GET", "GET", "PUT"]
+
+
+def test_plain_http_servers_load_no_ca_certificates_and_https_ones_do() -> None:
+    """Loading the system's CA certificates took ~90 ms of every client's start (a
+    restarted mount daemon's, each CLI command's); a plain http client needs none."""
+    plain = MetadataClient(["http://127.0.0.1:1", "http://127.0.0.2:1"])
+    assert isinstance(plain._verify, ssl.SSLContext)
+    assert plain._verify.cert_store_stats()["x509_ca"] == 0
+    assert plain._verify.verify_mode == ssl.CERT_REQUIRED  # a TLS peer would be refused
+    assert MetadataClient(["http://127.0.0.1:1", "https://metafs.example:8500"])._verify is True
+    plain.close()
