@@ -3,8 +3,7 @@ reads from here (a module of its own: the CLI reads it without loading pyfuse3).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -21,12 +20,3 @@ class MountOptions:
     anchors: str | None = None  # host mode: keep ANCHORS/<unit> bound (see anchors.py)
     status_socket: str | None = None  # default: status.socket_path(mountpoint)
     metrics_listen: tuple[str, int] | None = None  # also serve /metrics on this TCP address
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> MountOptions:
-        """The inverse of :meth:`as_json` (JSON has no tuples: ``metrics_listen`` is one)."""
-        listen = data.get("metrics_listen")
-        return cls(**{**data, "metrics_listen": (str(listen[0]), int(listen[1])) if listen else None})
