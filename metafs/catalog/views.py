@@ -211,7 +211,10 @@ async def _build(
             cache.drop((a, t, s))  # deleted: nothing to reuse any more
         return None
     service = _named(svc, [a, t, s], {"name": s, "stack_name": t, "account": a})
-    all_hosts = Dir(rev=svc.rev, mtime=svc.item.mod_time)
+    # a peer deleted changes the listing as much as one put: the last change under the
+    # service's units (tombstones included) dates it, not only the peers still there
+    units_rev, units_time = stamps[0]
+    all_hosts = Dir(rev=max(svc.rev, units_rev), mtime=max(svc.item.mod_time, units_time))
     selves: dict[str, tuple[tuple[int, ...], Dir]] = {}
     # a big service: the loop runs between peers (a small one is built at once, so that
     # the requests that arrive meanwhile find it made instead of each building it)

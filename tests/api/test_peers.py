@@ -183,3 +183,19 @@ def test_peers_loaded_while_a_lazy_refetch_was_asked_are_kept(
         await client.aclose()
 
     trio.run(main)
+
+
+@pytest.mark.timeout(30)
+def test_deleting_a_peer_moves_the_revision_and_time_of_all_hosts(loaded: httpx.Client) -> None:
+    """A directory's listing changed: its revision and mtime say so (they stayed at the
+    last peer put, so `find -newer` and any stat-based check missed a peer that left)."""
+    before = meta(loaded, f"/v1/view/{ZK1}/").json()
+    gone = next(u for u in all_hosts(before)["c"] if u != ZK1)
+    r = loaded.delete(f"/v1/kv/5/test1/s4/{gone}")
+    assert r.status_code == 200, r.text
+    rev = int(r.headers["X-Metafs-Revision"])
+    after = meta(loaded, f"/v1/view/{ZK1}/").json()
+    assert gone not in all_hosts(after)["c"]
+    assert all_hosts(after)["r"] == rev > all_hosts(before)["r"]
+    assert all_hosts(after)["m"] > all_hosts(before)["m"]
+    assert after["c"]["service"]["r"] == rev  # service/ holds all_hosts/: it moves too
