@@ -37,6 +37,7 @@ from typing import Protocol
 import trio
 
 from .. import heap
+from ..backoff import Backoff
 from ..client import AsyncMetadataClient, ClientError
 from ..protocol import PEERS_AT
 from ..tree import Dir, Leaf, Node, Pending, descend, from_meta, merge_meta, unloaded
@@ -210,17 +211,16 @@ class ViewCache:
 
     async def _first_fetch(self, unit_id: str, fetch: _Fetch) -> None:
         deadline = trio.current_time() + self.fetch_timeout
-        delay = BACKOFF_MIN
+        backoff = Backoff(BACKOFF_MIN, BACKOFF_MAX)
         try:
             while True:
                 try:
                     view = await self._fetch_beside(unit_id) or await self._fetch(unit_id)
                 except ClientError as exc:
-                    if trio.current_time() + delay > deadline:
+                    if trio.current_time() + backoff.delay > deadline:
                         log.warning("view %s: not fetched within %.1fs: %s", unit_id, self.fetch_timeout, exc)
                         return
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, BACKOFF_MAX)
+                    await backoff.wait()
                     continue
                 if view is None:
                     fetch.missing = True
@@ -503,7 +503,7 @@ class ViewCache:
         return self.stale_since is not None
 
     async def _watch(self) -> None:
-        delay = BACKOFF_MIN
+        backoff = Backoff(BACKOFF_MIN, BACKOFF_MAX)
         while True:
             units = sorted(self.views)
             if not units and not self.host_mode:
@@ -516,10 +516,9 @@ class ViewCache:
                 units = sorted(self.views)
             if not self.host_mode and len(units) == 1:
                 if await self._poll_view(units[0]):
-                    delay = BACKOFF_MIN
+                    backoff.reset()
                 else:
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, BACKOFF_MAX)
+                    await backoff.wait()
                 continue
             ans = None
             with trio.CancelScope() as self._poll_scope:
@@ -530,8 +529,7 @@ class ViewCache:
             self._poll_scope = None
             if ans is None:
                 if self.stale:
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, BACKOFF_MAX)
+                    await backoff.wait()
                 continue
             data = ans.json()
             self.stats.watch_answers += 1
@@ -539,11 +537,10 @@ class ViewCache:
                 await self._catch_up(units, data)
             except ClientError as exc:
                 self._went_stale(exc)
-                await trio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
+                await backoff.wait()
                 continue
             self._fresh_again()
-            delay = BACKOFF_MIN
+            backoff.reset()
             self._checked(units, ans.index)
             self._index = max(self._index, ans.index)
 

@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
+from ..backoff import Backoff
 from .base import (
     Conflict,
     Delete,
@@ -271,7 +272,7 @@ class EtcdStore(Store):
         if self._closed:
             raise StoreError("store is closed")
         deadline = time.monotonic() + self.timeout
-        delay, problem = 0.02, ""
+        backoff, problem = Backoff(0.02, 0.5), ""
         while True:
             endpoint = self.endpoints[self._current]
             try:
@@ -291,12 +292,11 @@ class EtcdStore(Store):
                 if data.get("code") not in _RETRY_CODES and not any(t in message for t in _RETRY_TEXT):
                     raise StoreError(f"etcd {endpoint}{path}: {message}")
                 problem = f"{endpoint}: {message}"
-            if time.monotonic() + delay > deadline:
+            if time.monotonic() + backoff.delay > deadline:
                 raise StoreError(f"no etcd member answered within {self.timeout:g}s (last: {problem})")
             log.debug("etcd call failed, trying the next member: %s", problem)
             self._current = (self._current + 1) % len(self.endpoints)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            await backoff.wait()
 
     def _range_req(self, prefix: str, revision: int = 0, latest: bool = False) -> dict[str, Any]:
         """A range over every key under ``prefix`` (``latest``: only the last modified)."""
@@ -436,7 +436,7 @@ class EtcdStore(Store):
         a metafs server may well boot before its etcd cluster."""
         task_status.started()
         start: int | None = None
-        delay, lost = 0.05, False
+        backoff, lost = Backoff(0.05, 1.0), False
         while not self._closed:
             endpoint = self.endpoints[self._current]
             try:
@@ -463,7 +463,8 @@ class EtcdStore(Store):
                         if lost:
                             log.warning("etcd watch resumed on %s at revision %d", endpoint, start)
                         start = self._deliver(result.get("events", []), start)
-                        delay, lost = 0.05, False
+                        lost = False
+                        backoff.reset()
                     else:
                         raise httpx.RemoteProtocolError("watch stream ended")
             except (httpx.HTTPError, ValueError, StoreError) as exc:
@@ -474,8 +475,7 @@ class EtcdStore(Store):
                     log.warning("etcd watch on %s lost (%s); trying the members in turn", endpoint, exc)
                 lost = True
                 self._current = (self._current + 1) % len(self.endpoints)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await backoff.wait()
 
     def _deliver(self, events: list[dict[str, Any]], start: int) -> int:
         """Wake waiters for each revision in ``events``; return the next revision to watch."""
