@@ -43,6 +43,9 @@ DISMANTLE_AFTER = 1024
 class WriteResult:
     revision: int
     changed: int  # records written (0: the store already held exactly this)
+    #: the commit had :data:`DISMANTLE_AFTER` operations or more (a big load or delete):
+    #: reading and writing that many left free heap worth handing back (:func:`heap.trim`)
+    big: bool = False
 
 
 class Writes:
@@ -58,14 +61,15 @@ class Writes:
         for _ in range(_MAX_RETRIES):
             async with self.store.snapshot() as snap:
                 ops, guards, changed = await plan(snap)
+            big = len(ops) >= DISMANTLE_AFTER
             try:
                 rev = await self.store.commit(ops, guards)
             except Conflict:
                 continue
             finally:
-                if len(ops) >= DISMANTLE_AFTER:  # not freed in one go on the event loop
+                if big:  # not freed in one go on the event loop
                     await anyio.to_thread.run_sync(heap.dismantle, ops, guards)
-            return WriteResult(rev, changed)
+            return WriteResult(rev, changed, big)
         raise Exists("too many concurrent writes to the same records; try again")
 
     async def _upsert(

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import traceback
 from pathlib import Path
 
 from .. import logs
@@ -73,7 +74,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
                 os.dup2(log.fileno(), 2)
             code = _foreground(opts, str(log_file), args.log_level, args.log_format, write_fd)
         except Failure:
-            code = 1
+            pass  # logged, and told to the parent through the pipe, by _foreground
+        except BaseException:
+            traceback.print_exc()  # into the log: os._exit below prints nothing
         finally:
             os._exit(code)  # never back into the parent's command line
     os.close(write_fd)

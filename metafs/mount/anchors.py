@@ -13,11 +13,9 @@ connected" straight to the new values, never to a missing file.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,55 +44,33 @@ class Anchors:
         self._calls = 0
         self._idle = trio.Event()
         self._closed = False
-        self._spare: trio.Process | None = None  # a helper started ahead (see prestart)
-
-    async def prestart(self) -> None:
-        """Start the mount helper now, before the filesystem is mounted: its first job,
-        anchoring every unit after a restart, then waits no Python start (~30 ms of the
-        way from a restarted daemon to the first good read in a container)."""
-        if self._spare is None:
-            self._spare = await self._spawn()
-
-    def drop_spare(self) -> None:
-        """Stop the helper started ahead, if it was never given work."""
-        if self._spare is not None:
-            self._spare.kill()
-            self._spare = None
-
-    async def _spawn(self) -> trio.Process:
-        # stdlib only, isolated (-I -S): no site-packages to scan for a child that makes
-        # mount calls; a helper left waiting ends at EOF when the daemon dies
-        return await trio.lowlevel.open_process(
-            [sys.executable, "-I", "-S", binds.__file__, str(os.getpid())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
 
     async def _call(self, ops: list[list[str]]) -> list[str | None]:
         """Run ``ops`` (see :func:`.binds.main`) in a child process; one result each."""
         self._calls += 1
-        proc, self._spare = self._spare, None
         try:
             with trio.fail_after(BIND_TIMEOUT):
-                proc = proc or await self._spawn()
-                code, out, err = await _communicate(proc, json.dumps(ops).encode())
+                # stdlib only, isolated (-I -S): no site-packages to scan for a child
+                # that makes mount calls
+                done = await trio.run_process(
+                    [sys.executable, "-I", "-S", binds.__file__, str(os.getpid())],
+                    stdin=json.dumps(ops).encode(),
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                )
         except trio.TooSlowError:
             return [f"mount calls took over {BIND_TIMEOUT:.0f}s"] * len(ops)
         finally:
-            if proc is not None and proc.returncode is None:
-                proc.kill()
-                with trio.CancelScope(shield=True):
-                    await proc.wait()
             self._calls -= 1
             if not self._calls:
                 self._idle.set()
-        for line in err.decode(errors="replace").splitlines():
+        for line in done.stderr.decode(errors="replace").splitlines():
             log.warning("mount helper: %s", line)  # e.g. the kernel has no mount-beneath
-        if code == 0:
-            results: list[str | None] = json.loads(out)
+        if done.returncode == 0:
+            results: list[str | None] = json.loads(done.stdout)
             return results
-        return [f"the mount helper exited with {code}"] * len(ops)
+        return [f"the mount helper exited with {done.returncode}"] * len(ops)
 
     async def _apply(self, op: str, uids: list[str]) -> list[str]:
         """``anchor`` or ``release`` each unit's anchor; the units it worked for."""
@@ -135,7 +111,6 @@ class Anchors:
         """Release every anchor and bind no more; returns once no mount call is under
         way, so that the filesystem may stop answering."""
         self._closed = True
-        self.drop_spare()
         while self._calls:
             self._idle = trio.Event()
             await self._idle.wait()
@@ -153,22 +128,3 @@ class Anchors:
         for uid in uids:  # a release that failed leaves nothing of ours to redo
             self.bound.discard(uid)
             log.info("released anchor %s", self.root / uid)
-
-
-async def _communicate(proc: trio.Process, data: bytes) -> tuple[int, bytes, bytes]:
-    """Give ``proc`` ``data`` on standard input; its exit code, standard output and error."""
-    out, err = bytearray(), bytearray()
-
-    async def drain(stream: trio.abc.ReceiveStream | None, into: bytearray) -> None:
-        if stream is not None:
-            async for chunk in stream:
-                into += chunk
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(drain, proc.stdout, out)
-        nursery.start_soon(drain, proc.stderr, err)
-        assert proc.stdin is not None
-        async with proc.stdin:
-            with contextlib.suppress(trio.BrokenResourceError):  # it ended: its code says why
-                await proc.stdin.send_all(data)
-    return await proc.wait(), bytes(out), bytes(err)

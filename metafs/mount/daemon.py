@@ -36,26 +36,11 @@ async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
     unit = unit_id_of(opts.unit) if opts.unit else None
     if opts.anchors and unit:
         raise MountError("--anchors needs host mode (no --unit): it anchors every unit of the host")
-    anchors = None
     if opts.anchors:
         try:  # made here: containers given an anchor need it before they start
             os.makedirs(opts.anchors, exist_ok=True)
         except OSError as exc:
             raise MountError(f"--anchors {opts.anchors}: {exc.strerror}") from None
-        # paths resolved now: once mounted, a path through the mount is answered by this
-        # very thread, so nothing here may touch it synchronously
-        anchors = Anchors(opts.anchors, opts.mountpoint)
-        await anchors.prestart()  # its helper starts while the filesystem is mounted
-    try:
-        await _mount_and_serve(opts, ready, unit, anchors)
-    finally:
-        if anchors is not None:
-            anchors.drop_spare()
-
-
-async def _mount_and_serve(
-    opts: MountOptions, ready: Callable[[str], None], unit: str | None, anchors: Anchors | None
-) -> None:
     prepare_mountpoint(opts.mountpoint)
     client = AsyncMetadataClient(opts.servers, opts.token)
     inodes = InodeTable((unit,) if unit else ())
@@ -78,7 +63,9 @@ async def _mount_and_serve(
                 await client.request("GET", "/healthz")
     except (ClientError, trio.TooSlowError) as exc:
         log.warning("server not reachable (%s); starting anyway, retrying in the background", exc)
-    # resolved before mounting, as the anchors' paths are
+    # resolve paths now: once mounted, a path through the mount is answered by this very
+    # thread, so nothing here may touch it synchronously
+    anchors = Anchors(opts.anchors, opts.mountpoint) if opts.anchors else None
     where = status.resolve(opts.mountpoint)
     status_path = Path(opts.status_socket) if opts.status_socket else status.socket_path(where)
     options = set(pyfuse3.default_options)

@@ -413,8 +413,10 @@ class Api:
         if target.kind in ("account", "stack", "service") and not target.field:
             self.reads.views.drop(target.ids)
             self.rendered.drop(target.ids)
+        if result.big:
             # reading every unit record to delete left its heap behind (a 66,000-unit
-            # account: 72 -> 132 MB RSS, kept): hand it back, as after a big load
+            # account: 72 -> 132 MB RSS, kept): hand it back, as after a big load (not
+            # after a small one: the collection in trim holds the GIL for ~20 ms)
             await anyio.to_thread.run_sync(heap.trim)
         return result
 
