@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import anyio
 import httpx
 
-from .protocol import FLAVOR, INDEX_HEADER, KEY_ROUTES, PEERS_AT
+from .protocol import EXPIRED, FLAVOR, INDEX_HEADER, KEY_ROUTES, PEERS_AT, STORE_HEADER
 
 VIEW_ROOTS = {"self", "service", "stack", "revision"}
 NO_SERVER = "no server given: use --server URL or set METADATA_CONNECTION_URL"
@@ -32,6 +32,13 @@ class ClientError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class StoreReplaced(ClientError):
+    """The store behind the server is not the one this client read before: its identity
+    changed (a new or restored store), or it never reached the revision asked from (an
+    older copy put back). What the client holds is from another history: read it again
+    whole, without ``index`` or ``since``."""
 
 
 def server_roots(servers: str | list[str]) -> list[str]:
@@ -140,6 +147,8 @@ class _Base:
         # a server that does not accept a connection within 2 s is taken for gone
         self._timeouts = httpx.Timeout(timeout, connect=min(timeout, 2.0))
         self._verify = _verify_for(self.roots)
+        #: the identity of the store the servers answered from (protocol.STORE_HEADER)
+        self.store = ""
 
     @property
     def current(self) -> str:
@@ -183,6 +192,15 @@ class _Base:
 
     def _answer(self, j: int, resp: httpx.Response, ok: tuple[int, ...]) -> Answer:
         self._current = j
+        store = resp.headers.get(STORE_HEADER, "")
+        if store and store != self.store:
+            before, self.store = self.store, store
+            if before:
+                raise StoreReplaced(
+                    f"store replaced: {before} -> {store} at {self.roots[j]}", resp.status_code
+                )
+        if resp.status_code == EXPIRED:
+            raise StoreReplaced(f"store went back: {_error_message(resp)}", resp.status_code)
         if resp.status_code not in ok:
             raise ClientError(f"{_error_message(resp)} (HTTP {resp.status_code})", resp.status_code)
         index = int(resp.headers.get(INDEX_HEADER, "0") or 0)
@@ -279,13 +297,22 @@ class MetadataClient(_Base):
         index = first.index
         while (left := deadline - time.monotonic()) > 0:
             wait = min(left, poll)
-            ans = self.request(
-                "GET",
-                path,
-                ok=(200, 404),
-                params={"index": index, "wait": f"{wait:.3f}"},
-                timeout=self._long(wait),
-            )
+            try:
+                ans = self.request(
+                    "GET",
+                    path,
+                    ok=(200, 404),
+                    params={"index": index, "wait": f"{wait:.3f}"},
+                    timeout=self._long(wait),
+                )
+            except StoreReplaced:  # another history: its revisions say nothing of ours
+                ans = self.request("GET", path, ok=(200, 404))
+                index = 0
+            except ClientError as exc:
+                if exc.status is not None or deadline - time.monotonic() < 1.0:
+                    raise
+                time.sleep(0.5)  # no server answered (one restarting): wait on, till the deadline
+                continue
             if ans.status == 200 and (first.status == 404 or ans.body != first.body):
                 return ans
             index = max(index, ans.index)

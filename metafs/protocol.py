@@ -13,6 +13,15 @@ KEY_ROUTES = frozenset({"accounts", "hosts", "units", "view", "kv"})
 FLAVOR = ("Metadata-Flavor", "metafs")
 #: the revision of the store a read was made at, or a write committed
 REVISION_HEADER = "X-Metafs-Revision"
+#: the identity of the store an answer comes from: made when a store is created (or
+#: restored from a backup), the same for every server over one etcd cluster. A client
+#: that sees it change has a new store behind the same URL: what it holds, and the
+#: revisions it has seen, are from another history (refetch whole)
+STORE_HEADER = "X-Metafs-Store"
+#: the status of a read whose ``index`` or ``since`` this store cannot answer from: a
+#: revision it never reached (it was replaced by an older copy, or wiped). Kubernetes'
+#: answer to a watch from an expired version; the client refetches whole
+EXPIRED = 410
 #: the revision at which the subtree read last changed (a long poll's ``index``)
 INDEX_HEADER = "X-Metafs-Index"
 #: ``value`` or ``directory``

@@ -38,14 +38,16 @@ import trio
 
 from .. import heap
 from ..backoff import Backoff
-from ..client import AsyncMetadataClient, ClientError
+from ..client import AsyncMetadataClient, ClientError, StoreReplaced
 from ..protocol import PEERS_AT
 from ..tree import Dir, Leaf, Node, Pending, descend, from_meta, merge_meta, unloaded
 from .packing import PeerPacker, Unpacked, zdict_of
 
 log = logging.getLogger("metafs.views")
 
-BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+#: the watcher and first fetches retry this often while no server answers: at most 1 s, so
+#: that a server back (restarted, its store restored) is seen within a second
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 1.0
 #: after a view joins, the watcher waits this long before it long-polls again: the reads
 #: that made the view join come first (the poll's HTTP work used to run between the first
 #: lookups of a cold read), and views that join together cost one poll, not one each.
@@ -158,6 +160,7 @@ class ViewCache:
         self._units_changed = trio.Event()
         self._joined = False
         self._by_service: dict[str, set[str]] = {}  # account/stack/service -> unit ids cached
+        self._replaced = ""  # why the store is another now: the watcher refetches everything
         self.stats = CacheStats()
 
     @property
@@ -216,6 +219,9 @@ class ViewCache:
             while True:
                 try:
                     view = await self._fetch_beside(unit_id) or await self._fetch(unit_id)
+                except StoreReplaced as exc:
+                    self._store_replaced(exc)  # the next try reads the new store
+                    continue
                 except ClientError as exc:
                     if trio.current_time() + backoff.delay > deadline:
                         log.warning("view %s: not fetched within %.1fs: %s", unit_id, self.fetch_timeout, exc)
@@ -336,7 +342,10 @@ class ViewCache:
             except ClientError as exc:
                 self.stats.fetch_errors += 1
                 self.stats.last_error = str(exc)
-                log.warning("view %s: peers not fetched: %s", view.unit_id, exc)
+                if isinstance(exc, StoreReplaced):
+                    self._store_replaced(exc)
+                else:
+                    log.warning("view %s: peers not fetched: %s", view.unit_id, exc)
                 return
             self.stats.fetches += 1
             if ans.status != 200:
@@ -477,7 +486,7 @@ class ViewCache:
         floors = [v.seen for v in self.views.values()]
         if self.host_mode:
             floors.append(self.units_seen)
-        return min(floors, default=0)
+        return max(0, min(floors, default=0))
 
     def _checked(self, units: list[str], index: int) -> None:
         """A watch answer at ``index`` covered ``units`` (and the list): they are fresh at
@@ -505,6 +514,14 @@ class ViewCache:
     async def _watch(self) -> None:
         backoff = Backoff(BACKOFF_MIN, BACKOFF_MAX)
         while True:
+            if self._replaced:
+                try:
+                    await self._resync()
+                except ClientError as exc:
+                    self._went_stale(exc)
+                    await backoff.wait()
+                    continue
+                self._fresh_again()
             units = sorted(self.views)
             if not units and not self.host_mode:
                 with trio.CancelScope() as self._poll_scope:
@@ -537,7 +554,8 @@ class ViewCache:
                 await self._catch_up(units, data)
             except ClientError as exc:
                 self._went_stale(exc)
-                await backoff.wait()
+                if not self._replaced:
+                    await backoff.wait()
                 continue
             self._fresh_again()
             backoff.reset()
@@ -581,11 +599,44 @@ class ViewCache:
 
     def _went_stale(self, exc: Exception) -> None:
         self.stats.last_error = str(exc)
+        if isinstance(exc, StoreReplaced):
+            self._store_replaced(exc)
+            return
         if self.stale_since is None:
             self.stale_since = time.monotonic()
             log.warning(
                 "server unreachable (%s); serving %d cached views stale, retrying", exc, len(self.views)
             )
+
+    def _store_replaced(self, exc: StoreReplaced) -> None:
+        """The server answers from another store than the one the views were read from:
+        have the watcher refetch them all (:meth:`_resync`), at once."""
+        if not self._replaced:
+            self._replaced = str(exc)
+            self._restart_poll()
+
+    async def _resync(self) -> None:
+        """Refetch every view held, and the list of units, whole: the store was replaced
+        (restored, wiped and reloaded, another behind the same URL) and no revision seen
+        before says anything of it. The old views are served until their new ones come
+        (no false "not set"), but none is a peer to derive a new view from."""
+        why, self._replaced = self._replaced, ""
+        log.warning("%s: refetching the %d views held, whole", why, len(self.views))
+        self._index = 0
+        for view in self.views.values():
+            view.seen = -1  # below any list of units: never derived from (_fresh_peers)
+        if self.host_mode:
+            self.units_seen = 0
+            await self.load_units()
+        by_service: dict[str, list[str]] = {}
+        for uid, view in self.views.items():
+            by_service.setdefault(service_of(view.root), []).append(uid)
+        failed: list[str] = []
+        async with trio.open_nursery() as nursery:
+            for uids in by_service.values():
+                nursery.start_soon(self._refresh, uids, failed, True)
+        if failed:
+            raise ClientError("; ".join(failed))
 
     async def _catch_up(self, asked: list[str], data: dict[str, object]) -> None:
         """Refetch every view (and the list) the watch reports as changed since we saw it:
@@ -608,12 +659,13 @@ class ViewCache:
         if failed:
             raise ClientError("; ".join(failed))
 
-    async def _refresh(self, unit_ids: list[str], failed: list[str]) -> None:
-        """Fetch the first view of one service's stale views; derive the others from it
-        (those it does not list any more are fetched on their own: deleted or moved)."""
+    async def _refresh(self, unit_ids: list[str], failed: list[str], whole: bool = False) -> None:
+        """Fetch the first view of one service's stale views (``whole``: not as a delta of
+        the one held); derive the others from it (those it does not list any more are
+        fetched on their own: deleted or moved)."""
         first, rest = unit_ids[0], unit_ids[1:]
         try:
-            fetched = await self._fetch(first, self.views.get(first))
+            fetched = await self._fetch(first, None if whole else self.views.get(first))
         except ClientError as exc:
             failed.append(f"view {first}: {exc}")
             return
@@ -650,7 +702,7 @@ class ViewCache:
 
             async def alone_refresh(uid: str) -> None:
                 async with limit:
-                    await self._refresh([uid], failed)
+                    await self._refresh([uid], failed, whole)
 
             async with trio.open_nursery() as nursery:
                 for uid in alone:

@@ -96,6 +96,11 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._answers)
 
+    def clear(self) -> None:
+        """Forget every answer (the store went back in time: revisions are reused)."""
+        self._answers.clear()
+        self._revision = None
+
     @property
     def size(self) -> int:
         """The kept bodies' total size in bytes."""

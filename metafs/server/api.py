@@ -263,8 +263,19 @@ class Api:
                 return await resolve(snap, scope), snap
 
         since = q.get("since", "")
+        seen = max(index or 0, int(since) if since.isdigit() else 0)
         # a client that has seen a revision may be answered at any revision from it on
-        node, snap = first = await once(index or (int(since) if since.isdigit() else 0))
+        node, snap = first = await once(seen)
+        if seen > snap.revision and render is None:
+            # a revision this store never reached: it was replaced by an older copy or
+            # wiped since the client read (over etcd a read from a revision the watch has
+            # not reached is made at the cluster's head, so a lagging server never says
+            # this). Consul's clients reset on an index that went back: theirs answers below
+            raise HTTPError(
+                protocol.EXPIRED,
+                f"revision {seen} is not in this store's history (store {self.store.identity or '?'}):"
+                " it was replaced or restored; read again without index= and since=",
+            )
         if render is None and isinstance(node, tree.Leaf) and raw_path(request.scope).endswith(b"/"):
             raise HTTPError(404, f"{what} is a value, not a directory: drop the trailing /")
         # an index from before the last change of what is read answers at once; one at or

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ..protocol import REVISION_HEADER
+from ..protocol import REVISION_HEADER, STORE_HEADER
 from ..store import Store, StoreError
 from . import static
 from .answers import AnswerCache
@@ -85,6 +85,7 @@ class MetadataServer:
         for name, cache in kept.items():
             self.metrics.cache_bytes.labels(name).set_function(partial(_size, cache))
             self.metrics.cache_entries.labels(name).set_function(partial(len, cache))
+        store.on_replaced = self.forget
 
     def _route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """``/v1/...`` straight to its handler; the rest (and the lifespan) through Starlette.
@@ -100,7 +101,17 @@ class MetadataServer:
 
     async def _v1(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self.api(Request(scope, receive))
+        if self.store.identity:  # every answer says which store it is from
+            response.headers.setdefault(STORE_HEADER, self.store.identity)
         await response(scope, receive, send)
+
+    def forget(self) -> None:
+        """The store went back in time under this server (see ``Store.on_replaced``):
+        what is kept by revision may match the new history's revisions with other
+        contents; drop it all."""
+        self.api.reads.views.drop(())
+        self.api.rendered.drop(())
+        self.answers.clear()
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -23,6 +23,11 @@ _STATUSES = {
     "405": "method not allowed here",
     "408": "the request body did not arrive in time",
     "409": "a unit id used elsewhere",
+    "410": (
+        "index= or since= names a revision this store never reached: the store was replaced (an"
+        " older copy put back, wiped and reloaded, restored). Read again without them, whole;"
+        " X-Metafs-Store names the store. Consul's protocol answers such an index at once instead"
+    ),
     "413": "body over the size limit",
     "503": "the store is unavailable",
 }
@@ -35,7 +40,16 @@ _FLAVOR = {
 }
 _READ_QUERY = [
     {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["text", "json", "meta"]}},
-    {"name": "index", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    {
+        "name": "index",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0},
+        "description": (
+            "long poll: answer when what is read changes after this revision (or wait= ends);"
+            " every answer carries X-Metafs-Store, the store's identity: when it changes, or a"
+            " 410 comes, what was read before is from another store (refetch whole)"
+        ),
+    },
     {"name": "wait", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,4}(ms|s|m)?$"}},
 ]
 

@@ -27,7 +27,8 @@ import abc
 import asyncio
 import bisect
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -278,8 +279,22 @@ class Waiters:
             w.wake()
 
 
+def new_identity() -> str:
+    """A store identity (see :attr:`Store.identity`): random, never reused."""
+    return uuid.uuid4().hex
+
+
 class Store(abc.ABC):
     """One interface, several backends (SQLite embedded; etcd v3 for a cluster)."""
+
+    #: who this store is: made when it is created (a new file, an empty etcd namespace) and
+    #: kept in it, so that every server over it says the same; "" until known (etcd not
+    #: reached yet). Clients that see it change refetch what they hold (protocol.STORE_HEADER)
+    identity: str = ""
+    #: called when the store is found to have gone back in time under a running server
+    #: (an etcd cluster wiped or restored behind the same URL): caches keyed by revision
+    #: must be dropped, revisions may be reused with other contents
+    on_replaced: Callable[[], None] | None = None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

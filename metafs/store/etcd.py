@@ -58,6 +58,7 @@ from .base import (
     StoreError,
     TooLarge,
     Waiters,
+    new_identity,
     prefix_end,
 )
 from .watched import READER_WAIT, Watched
@@ -249,6 +250,7 @@ class EtcdStore(Store):
         self.endpoints, self.namespace = parse_url(url)
         self.live = self.namespace + "k/"
         self.tomb = self.namespace + "d/"
+        self.info = self.namespace + "info/"
         self.timeout = timeout
         self._current = 0
         self._http = httpx.AsyncClient(
@@ -318,6 +320,21 @@ class EtcdStore(Store):
     async def revision(self) -> int:
         data = await self._call("/v3/kv/range", {"key": _b64(self.namespace), "count_only": True})
         return int(data["header"]["revision"])
+
+    async def _read_identity(self) -> str:
+        """The namespace's identity, written by the first server to reach it (one
+        transaction: written if absent, else read; every server then says the same)."""
+        key, made = _b64(self.info + "identity"), new_identity()
+        txn = {
+            "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+            "success": [{"request_put": {"key": key, "value": _b64(made)}}],
+            "failure": [{"request_range": {"key": key}}],
+        }
+        data = await self._call("/v3/kv/txn", txn)
+        if data.get("succeeded"):
+            return made
+        kvs = data["responses"][0]["response_range"].get("kvs", [])
+        return _unb64(kvs[0]["value"]) if kvs else ""
 
     @contextlib.asynccontextmanager
     async def snapshot(self, seen: int = 0) -> AsyncIterator[Snapshot]:
@@ -422,6 +439,10 @@ class EtcdStore(Store):
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
+        # the identity first (written once per namespace, a revision of its own), so that
+        # it never lands between a caller's commits; etcd not there yet: the watch reads it
+        with contextlib.suppress(StoreError), anyio.move_on_after(2.0):
+            self.identity = await self._read_identity()
         async with anyio.create_task_group() as tg:
             await tg.start(self._watch)
             try:
@@ -442,6 +463,9 @@ class EtcdStore(Store):
             try:
                 if start is None:
                     start = await self.revision() + 1
+                    self.identity = self.identity or await self._read_identity()
+                elif lost and (head := await self.revision()) < start - 1:
+                    start = await self._went_back(start - 1, head)
                 create = {"key": _b64(self.namespace), "range_end": _b64(prefix_end(self.namespace))}
                 body = {"create_request": {**create, "start_revision": str(start)}}
                 async with self._http.stream(
@@ -458,6 +482,10 @@ class EtcdStore(Store):
                             start = head + 1
                             break
                         if result.get("created"):
+                            head = int((result.get("header") or {}).get("revision", start - 1))
+                            if head < start - 1:
+                                start = await self._went_back(start - 1, head)
+                                break
                             self.watched.started(start - 1)
                             self._watching.set()
                         if lost:
@@ -477,13 +505,35 @@ class EtcdStore(Store):
                 self._current = (self._current + 1) % len(self.endpoints)
                 await backoff.wait()
 
+    async def _went_back(self, seen: int, head: int) -> int:
+        """The cluster is at ``head``, below the ``seen`` revision this server watched up
+        to: wiped, or restored from a snapshot, behind the same URL. Its revisions are
+        another history's: read the identity again, drop what was kept by revision, wake
+        every waiter; the revision to watch from."""
+        self.identity = await self._read_identity()
+        log.warning(
+            "etcd went back from revision %d to %d (store %s): a new history; dropping caches",
+            seen,
+            head,
+            self.identity,
+        )
+        self.watched.resynced(head)
+        self.watched.at, self.watched.committed = head, 0
+        if self.on_replaced is not None:
+            self.on_replaced()
+        self._waiters.wake_all(head)
+        return head + 1
+
     def _deliver(self, events: list[dict[str, Any]], start: int) -> int:
         """Wake waiters for each revision in ``events``; return the next revision to watch."""
         by_rev: dict[int, list[str]] = {}
         cut = len(self.live)  # the live and tombstone prefixes have the same length
         for ev in events:
             kv = ev["kv"]
-            by_rev.setdefault(int(kv["mod_revision"]), []).append(_unb64(kv["key"])[cut:])
+            key = _unb64(kv["key"])
+            if key.startswith(self.info):
+                continue  # the store's own records (its identity), no metadata
+            by_rev.setdefault(int(kv["mod_revision"]), []).append(key[cut:])
         for rev in sorted(by_rev):
             keys = sorted(by_rev[rev])
             self.watched.applied(rev, keys)  # first: the woken re-read at ``rev``

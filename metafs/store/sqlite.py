@@ -34,6 +34,7 @@ from .base import (
     Store,
     StoreError,
     Waiters,
+    new_identity,
     prefix_end,
     yielding,
 )
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES ('revision', 0);
+CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 _REVISION = "SELECT value FROM meta WHERE name='revision'"
 #: rows of a prefix read fetched between two turns of the event loop
@@ -147,6 +149,8 @@ class SqliteStore(Store):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect(check_same_thread=False)
             self._writer.executescript(_SCHEMA)
+            self._writer.execute("INSERT OR IGNORE INTO info VALUES ('identity', ?)", (new_identity(),))
+            (self.identity,) = self._writer.execute("SELECT value FROM info WHERE name='identity'").fetchone()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
         self._write_lock = threading.Lock()

@@ -194,10 +194,17 @@ def test_a_raw_non_ascii_path_is_400(server: ServerProcess) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_an_index_from_the_future_waits(loaded: httpx.Client, server: ServerProcess) -> None:
+def test_an_index_from_the_future_is_expired_at_once(loaded: httpx.Client, server: ServerProcess) -> None:
+    """A revision the store never reached: the store was replaced (an older copy, wiped).
+    410 at once, never a wait that lasts until the new store passes it (see
+    tests/fs/test_store_replaced.py); at the store's revision, a poll waits."""
     now = int(loaded.get("/v1/kv/").headers["x-metafs-revision"])
     t0 = time.monotonic()
-    r = loaded.get("/v1/kv/", params={"index": now + 1000, "wait": "1s"})
+    r = loaded.get("/v1/kv/", params={"index": now + 1000, "wait": "5s"})
+    assert r.status_code == 410 and time.monotonic() - t0 < 1.0
+    assert f"revision {now + 1000} is not in this store's history" in r.text
+    t0 = time.monotonic()
+    r = loaded.get("/v1/kv/", params={"index": now, "wait": "1s"})
     assert r.status_code == 200 and time.monotonic() - t0 >= 0.9
     assert int(r.headers["x-metafs-revision"]) == now
 

@@ -4,6 +4,7 @@ service goes on, and no acknowledged write is lost when the etcd leader is kille
 
 from __future__ import annotations
 
+import shutil
 import signal
 import threading
 import time
@@ -252,3 +253,39 @@ async def test_a_watch_from_a_compacted_revision_resyncs(cluster: EtcdCluster) -
     finally:
         await store.close()
         await other.close()
+
+
+@pytest.mark.timeout(90)
+def test_an_etcd_wiped_under_a_running_server_is_a_new_store(tmp_path: Path, make_mount: MakeMount) -> None:
+    """The etcd cluster is lost and made again behind the same URL, the metafs server
+    running all along: the server finds its revisions went back (a new identity, caches
+    dropped, waiters woken) and a running mount refetches and shows the next change."""
+    (tmp_path / "etcd").mkdir()
+    c = EtcdCluster(tmp_path / "etcd", size=1).start()
+    srv = ServerProcess(tmp_path / "unused.db", store=c.url("ns")).start()
+    try:
+        load(srv.url)
+        key = f"/v1/kv/{ZK1_PATH}/hostname"
+        for i in range(30):
+            assert put(srv.url, f"/v1/kv/{ZK1_PATH}/labels/round", str(i)).status_code == 200
+        before = get(srv.url, "/v1/units/").headers["x-metafs-store"]
+        m = make_mount(srv.url)
+        hostname = m.path / ZK1_PATH.rsplit("/", 1)[1] / "self" / "hostname"
+        assert hostname.read_text() == "s4-1\n"
+        c.stop()
+        shutil.rmtree(tmp_path / "etcd" / "m0")
+        c.start()
+        deadline = time.monotonic() + 20
+        while (r := get(srv.url, "/v1/units/")).status_code != 200 or r.headers.get(
+            "x-metafs-store"
+        ) == before:
+            assert time.monotonic() < deadline, (r.status_code, r.text)
+            time.sleep(0.1)
+        load(srv.url)
+        r = put(srv.url, key, "after-wipe")
+        assert r.status_code == 200 and int(r.headers["x-metafs-revision"]) < 30
+        wait_for(lambda: hostname.read_text() == "after-wipe\n", timeout=5)
+        assert "store replaced" in m.log.read_text()
+    finally:
+        srv.stop()
+        c.stop()

@@ -270,3 +270,32 @@ async def test_etcd_a_watch_revision_compacted_away_is_read_at_the_head(etcd: Et
     finally:
         for s in (a, b, other):
             await s.close()
+
+
+async def test_a_store_keeps_its_identity_and_a_new_one_has_another(
+    tmp_path: Path, etcd: EtcdCluster
+) -> None:
+    """What X-Metafs-Store says: kept in the store (the same after a reopen, the same for
+    two servers over one etcd namespace), another for another store."""
+    seen = []
+    for url in [
+        f"sqlite://{tmp_path / 'a.db'}",
+        f"sqlite://{tmp_path / 'a.db'}",
+        f"sqlite://{tmp_path / 'b.db'}",
+    ]:
+        s = open_store(url)
+        async with s.running():
+            seen.append(s.identity)
+        await s.close()
+    assert seen[0] == seen[1] != seen[2] and len(seen[0]) == 32
+    url = etcd.url()
+    a, b, other = open_store(url), open_store(url), open_store(etcd.url())
+    try:
+        async with a.running(), b.running(), other.running():
+            assert a.identity == b.identity != other.identity
+            assert a.identity and other.identity
+            r0 = await a.revision()
+            assert await a.commit([Put("x/", "1")]) == r0 + 1  # the identity is no commit's
+    finally:
+        for s in (a, b, other):
+            await s.close()
