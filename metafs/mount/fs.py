@@ -26,7 +26,8 @@ import pyfuse3
 from ..tree import Dir, Leaf, Node, decode_name, encode_name, leaf_bytes
 from .inodes import InodeTable, Path
 from .notify import KernelNotifier
-from .viewcache import ViewCache, ViewMissing, ViewUnavailable
+from .view import ViewMissing, ViewUnavailable
+from .viewcache import ViewCache
 
 DIR_MODE = stat.S_IFDIR | 0o555
 FILE_MODE = stat.S_IFREG | 0o444

@@ -1,9 +1,5 @@
-"""The cluster store: etcd v3 through its JSON gateway (``/v3/...``), over httpx.
-
-Why the gateway and not a gRPC client: the Python etcd3 clients are unmaintained and pin
-old protobuf/grpcio releases; the gateway is part of etcd itself (3.4 in Debian), speaks
-JSON over HTTP/1.1, and httpx is already our HTTP client. The cost is base64 keys and an
-HTTP round trip per call (about 0.3-1 ms on loopback).
+"""The cluster store: etcd v3 through its JSON gateway (``/v3/...``; the calls, their
+failover and what etcd's answers mean are in etcd_gateway.py).
 
 How the interface maps onto etcd (everything under one namespace, ``metafs/`` unless the
 URL names another):
@@ -22,24 +18,19 @@ URL names another):
 - A reader that has seen a revision reads at the one the watch has delivered, what the
   watch keeps current (watched.py) without a round trip; other reads are at the head.
 
-Every call moves to the next member when one refuses connections, is unavailable or has
-no leader, with backoff, until ``timeout`` seconds have passed.
-
 Why this module passes 400 lines: the snapshot's reads, the commit and the watch share
-one HTTP client, the namespace's two prefixes and its encoding; watched.py holds the
-cache the watch feeds.
+the namespace's prefixes and its encoding, and the watch's cache (watched.py) is fed and
+read by all three; the calls themselves are etcd_gateway.py's.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -56,71 +47,24 @@ from .base import (
     Snapshot,
     Store,
     StoreError,
-    TooLarge,
     Waiters,
     new_identity,
     prefix_end,
 )
+from .etcd_gateway import Compacted, Gateway, b64, decode, encode, parse_url, unb64
 from .watched import READER_WAIT, Watched
 
 log = logging.getLogger("metafs.store.etcd")
 T = TypeVar("T")
 
 
-class Compacted(StoreError):
-    """etcd no longer has the revision a read asked for."""
-
-
-#: gRPC codes (as the gateway reports them) after which another member, or the same one a
-#: moment later, may answer: UNAVAILABLE, DEADLINE_EXCEEDED, and a member that has not yet
-#: applied the revision a snapshot reads at.
-_RETRY_CODES = {14, 4}
-_RETRY_TEXT = ("leader", "future revision", "timed out", "too many requests", "not capable")
-#: etcd's answers to a transaction over its limits, and the flag that raises each
-_LIMITS = {"too many operations": "--max-txn-ops", "request is too large": "--max-request-bytes"}
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-def _unb64(text: str) -> str:
-    return base64.b64decode(text).decode()
-
-
-def _encode(value: str | None, now: float) -> str:
-    return _b64(f"{now!r}\n" if value is None else f"{now!r}\n{value}")
-
-
-def _decode(raw: str | None) -> tuple[float, str]:
-    head, _, value = _unb64(raw or "").partition("\n")
-    try:
-        return float(head), value
-    except ValueError:  # a key written by something other than metafs
-        return 0.0, value
-
-
 def _put(key: str, encoded: str) -> dict[str, Any]:
-    return {"request_put": {"key": _b64(key), "value": encoded}}
+    return {"request_put": {"key": b64(key), "value": encoded}}
 
 
 def _end(op: Delete) -> str:
     """The end (exclusive) of the keys ``op`` deletes."""
     return prefix_end(op.key) if op.prefix else op.key + "\0"
-
-
-def parse_url(url: str) -> tuple[list[str], str]:
-    """``etcd://host:port[,host:port...][/namespace]`` -> member URLs and the key prefix."""
-    parts = urlsplit(url)
-    hosts = [h.strip() for h in parts.netloc.split(",") if h.strip()]
-    if not hosts:
-        raise ValueError(f"store URL {url!r} names no etcd member (etcd://127.0.0.1:2379,...)")
-    for h in hosts:
-        host, _, port = h.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"store URL {url!r}: etcd member {h!r} is not HOST:PORT")
-    ns = parts.path.strip("/")
-    return [f"http://{h}" for h in hosts], (ns + "/" if ns else "metafs/")
 
 
 class _EtcdSnapshot(Snapshot):
@@ -199,14 +143,14 @@ class _EtcdSnapshot(Snapshot):
         items, changed, changed_time = [], 0, 0.0
         strip = len(self._store.live)
         for kv in live:
-            mod_time, value = _decode(kv.get("value"))
+            mod_time, value = decode(kv.get("value"))
             mod = int(kv["mod_revision"])
-            items.append(Item(_unb64(kv["key"])[strip:], value, int(kv["create_revision"]), mod, mod_time))
+            items.append(Item(unb64(kv["key"])[strip:], value, int(kv["create_revision"]), mod, mod_time))
             if mod > changed:
                 changed, changed_time = mod, mod_time
         for kv in tomb:
             if int(kv["mod_revision"]) > changed:
-                changed, changed_time = int(kv["mod_revision"]), _decode(kv.get("value"))[0]
+                changed, changed_time = int(kv["mod_revision"]), decode(kv.get("value"))[0]
         return Range(items, changed, changed_time)
 
     async def _deleted_since(self, prefix: str, after: int) -> list[str]:
@@ -217,7 +161,7 @@ class _EtcdSnapshot(Snapshot):
         req.update(keys_only=True, min_mod_revision=str(after + 1))
         (found,) = await self._read([req])
         strip = len(st.tomb)
-        return sorted(_unb64(kv["key"])[strip:] for kv in found)
+        return sorted(unb64(kv["key"])[strip:] for kv in found)
 
     async def _last_change(self, prefix: str) -> tuple[int, float]:
         return (await self._last_changes([prefix]))[0]
@@ -237,7 +181,7 @@ class _EtcdSnapshot(Snapshot):
         for i, p in enumerate(missing):
             best: tuple[int, float] = (0, 0.0)
             for kv in found[2 * i] + found[2 * i + 1]:
-                best = max(best, (int(kv["mod_revision"]), _decode(kv.get("value"))[0]))
+                best = max(best, (int(kv["mod_revision"]), decode(kv.get("value"))[0]))
             read[p] = best
             st.watched.learn_stamp(self.revision, p, best)
         return read
@@ -247,19 +191,11 @@ class EtcdStore(Store):
     """A :class:`Store` in an etcd v3 cluster, shared by any number of metafs servers."""
 
     def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self.endpoints, self.namespace = parse_url(url)
+        endpoints, self.namespace = parse_url(url)
+        self.gateway = Gateway(endpoints, timeout)
         self.live = self.namespace + "k/"
         self.tomb = self.namespace + "d/"
         self.info = self.namespace + "info/"
-        self.timeout = timeout
-        self._current = 0
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=1.0),
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
-            # the gateway passes Grpc-Metadata-* on: fail requests and watches on a member
-            # that has lost its leader instead of letting them hang there
-            headers={"Grpc-Metadata-hasleader": "true"},
-        )
         self._waiters = Waiters()
         #: what the watch keeps current, so that a snapshot reads it without a round trip
         self.watched = Watched()
@@ -269,40 +205,9 @@ class EtcdStore(Store):
 
     # -- calls -------------------------------------------------------------------------
 
-    async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST to one member; on a member that cannot answer, the next, with backoff."""
-        if self._closed:
-            raise StoreError("store is closed")
-        deadline = time.monotonic() + self.timeout
-        backoff, problem = Backoff(0.02, 0.5), ""
-        while True:
-            endpoint = self.endpoints[self._current]
-            try:
-                resp = await self._http.post(endpoint + path, json=body)
-                data: dict[str, Any] = resp.json()
-            except (httpx.HTTPError, ValueError) as exc:
-                problem = f"{endpoint}: {type(exc).__name__} {exc}".strip()
-            else:
-                if resp.status_code == 200 and "error" not in data:
-                    return data
-                message = str(data.get("message") or data.get("error") or resp.status_code)
-                for text, flag in _LIMITS.items():
-                    if text in message:
-                        raise TooLarge(f"etcd refused a transaction this large ({message}): raise its {flag}")
-                if "compacted" in message:
-                    raise Compacted(f"etcd {endpoint}{path}: {message}")
-                if data.get("code") not in _RETRY_CODES and not any(t in message for t in _RETRY_TEXT):
-                    raise StoreError(f"etcd {endpoint}{path}: {message}")
-                problem = f"{endpoint}: {message}"
-            if time.monotonic() + backoff.delay > deadline:
-                raise StoreError(f"no etcd member answered within {self.timeout:g}s (last: {problem})")
-            log.debug("etcd call failed, trying the next member: %s", problem)
-            self._current = (self._current + 1) % len(self.endpoints)
-            await backoff.wait()
-
     def _range_req(self, prefix: str, revision: int = 0, latest: bool = False) -> dict[str, Any]:
         """A range over every key under ``prefix`` (``latest``: only the last modified)."""
-        req: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+        req: dict[str, Any] = {"key": b64(prefix), "range_end": b64(prefix_end(prefix))}
         if revision:
             req["revision"] = str(revision)
         if latest:
@@ -311,30 +216,30 @@ class EtcdStore(Store):
 
     async def _read(self, ranges: list[dict[str, Any]]) -> tuple[int, list[list[dict[str, Any]]]]:
         """Several ranges in one round trip (a read-only transaction), and its revision."""
-        data = await self._call("/v3/kv/txn", {"success": [{"request_range": r} for r in ranges]})
+        data = await self.gateway.call("/v3/kv/txn", {"success": [{"request_range": r} for r in ranges]})
         found = [r["response_range"].get("kvs", []) for r in data.get("responses", [])]
         return int(data["header"]["revision"]), found
 
     # -- the interface ------------------------------------------------------------------
 
     async def revision(self) -> int:
-        data = await self._call("/v3/kv/range", {"key": _b64(self.namespace), "count_only": True})
+        data = await self.gateway.call("/v3/kv/range", {"key": b64(self.namespace), "count_only": True})
         return int(data["header"]["revision"])
 
     async def _read_identity(self) -> str:
         """The namespace's identity, written by the first server to reach it (one
         transaction: written if absent, else read; every server then says the same)."""
-        key, made = _b64(self.info + "identity"), new_identity()
+        key, made = b64(self.info + "identity"), new_identity()
         txn = {
             "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
-            "success": [{"request_put": {"key": key, "value": _b64(made)}}],
+            "success": [{"request_put": {"key": key, "value": b64(made)}}],
             "failure": [{"request_range": {"key": key}}],
         }
-        data = await self._call("/v3/kv/txn", txn)
+        data = await self.gateway.call("/v3/kv/txn", txn)
         if data.get("succeeded"):
             return made
         kvs = data["responses"][0]["response_range"].get("kvs", [])
-        return _unb64(kvs[0]["value"]) if kvs else ""
+        return unb64(kvs[0]["value"]) if kvs else ""
 
     @contextlib.asynccontextmanager
     async def snapshot(self, seen: int = 0) -> AsyncIterator[Snapshot]:
@@ -366,13 +271,13 @@ class EtcdStore(Store):
             existing = {k for ks in deleted.values() for k in ks}
             for key, value in final.items():
                 if value is not None:
-                    success.append(_put(self.live + key, _encode(value, now)))
+                    success.append(_put(self.live + key, encode(value, now)))
                 elif key in existing:
-                    success.append({"request_delete_range": {"key": _b64(self.live + key)}})
-                    success.append(_put(self.tomb + key, _encode(None, now)))
-            failure = [{"request_range": {"key": _b64(self.live + g.key)}} for g in guards]
+                    success.append({"request_delete_range": {"key": b64(self.live + key)}})
+                    success.append(_put(self.tomb + key, encode(None, now)))
+            failure = [{"request_range": {"key": b64(self.live + g.key)}} for g in guards]
             txn = {"compare": compare, "success": success, "failure": failure}
-            data = await self._call("/v3/kv/txn", txn)
+            data = await self.gateway.call("/v3/kv/txn", txn)
             if data.get("succeeded"):
                 committed = int(data["header"]["revision"])
                 self.watched.committed = max(self.watched.committed, committed)
@@ -386,9 +291,9 @@ class EtcdStore(Store):
 
     def _compare(self, key: str, end: str | None, result: str, mod_rev: int) -> dict[str, Any]:
         """etcd compare: the live ``key`` (every key up to ``end``) has ``mod_rev`` (is below)."""
-        cmp = {"key": _b64(self.live + key), "target": "MOD", "result": result, "mod_revision": str(mod_rev)}
+        cmp = {"key": b64(self.live + key), "target": "MOD", "result": result, "mod_revision": str(mod_rev)}
         if end is not None:
-            cmp["range_end"] = _b64(self.live + end)
+            cmp["range_end"] = b64(self.live + end)
         return cmp
 
     async def _doomed(self, ops: Sequence[Op]) -> tuple[int, dict[tuple[str, bool], list[str]]]:
@@ -397,13 +302,13 @@ class EtcdStore(Store):
         if not deletes:
             return 0, {}
         ranges = [
-            {"key": _b64(self.live + k), "range_end": _b64(self.live + _end(Delete(k, p))), "keys_only": True}
+            {"key": b64(self.live + k), "range_end": b64(self.live + _end(Delete(k, p))), "keys_only": True}
             for k, p in deletes
         ]
-        data = await self._call("/v3/kv/txn", {"success": [{"request_range": r} for r in ranges]})
+        data = await self.gateway.call("/v3/kv/txn", {"success": [{"request_range": r} for r in ranges]})
         strip = len(self.live)
         found = {
-            d: [_unb64(kv["key"])[strip:] for kv in r["response_range"].get("kvs", [])]
+            d: [unb64(kv["key"])[strip:] for kv in r["response_range"].get("kvs", [])]
             for d, r in zip(deletes, data.get("responses", []), strict=True)
         }
         return int(data["header"]["revision"]), found
@@ -433,7 +338,7 @@ class EtcdStore(Store):
     async def close(self) -> None:
         self._closed = True
         self.release_waiters()
-        await self._http.aclose()
+        await self.gateway.aclose()
 
     # -- the watch -------------------------------------------------------------------
 
@@ -459,18 +364,16 @@ class EtcdStore(Store):
         start: int | None = None
         backoff, lost = Backoff(0.05, 1.0), False
         while not self._closed:
-            endpoint = self.endpoints[self._current]
+            endpoint = self.gateway.endpoint
             try:
                 if start is None:
                     start = await self.revision() + 1
                     self.identity = self.identity or await self._read_identity()
                 elif lost and (head := await self.revision()) < start - 1:
                     start = await self._went_back(start - 1, head)
-                create = {"key": _b64(self.namespace), "range_end": _b64(prefix_end(self.namespace))}
+                create = {"key": b64(self.namespace), "range_end": b64(prefix_end(self.namespace))}
                 body = {"create_request": {**create, "start_revision": str(start)}}
-                async with self._http.stream(
-                    "POST", endpoint + "/v3/watch", json=body, timeout=httpx.Timeout(None, connect=1.0)
-                ) as resp:
+                async with self.gateway.stream("/v3/watch", body) as resp:
                     async for line in resp.aiter_lines():
                         result = json.loads(line).get("result") or {}
                         if result.get("compact_revision") or result.get("canceled"):
@@ -502,7 +405,7 @@ class EtcdStore(Store):
                 if not lost:
                     log.warning("etcd watch on %s lost (%s); trying the members in turn", endpoint, exc)
                 lost = True
-                self._current = (self._current + 1) % len(self.endpoints)
+                self.gateway.next_member()
                 await backoff.wait()
 
     async def _went_back(self, seen: int, head: int) -> int:
@@ -530,7 +433,7 @@ class EtcdStore(Store):
         cut = len(self.live)  # the live and tombstone prefixes have the same length
         for ev in events:
             kv = ev["kv"]
-            key = _unb64(kv["key"])
+            key = unb64(kv["key"])
             if key.startswith(self.info):
                 continue  # the store's own records (its identity), no metadata
             by_rev.setdefault(int(kv["mod_revision"]), []).append(key[cut:])

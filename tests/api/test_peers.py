@@ -142,7 +142,8 @@ def test_peers_loaded_while_a_lazy_refetch_was_asked_are_kept(
     import trio
 
     from metafs.client import Answer, AsyncMetadataClient
-    from metafs.mount.viewcache import ViewCache, unloaded_peers
+    from metafs.mount.peers import unloaded_peers
+    from metafs.mount.viewcache import ViewCache
 
     class Racing(AsyncMetadataClient):
         """Runs ``meanwhile`` after the next view request was answered, before it is used."""
@@ -172,10 +173,10 @@ def test_peers_loaded_while_a_lazy_refetch_was_asked_are_kept(
             )
 
             async def load() -> None:
-                assert await cache._load_peers(view)
+                assert await cache.peers.load(view)
 
             client.meanwhile = load
-            new = await cache._fetch(ME, view)
+            new = await cache.fetch(ME, view)
             assert new is not None and not unloaded_peers(new.root)
             peer = new.root.children["service"].children["all_hosts"].children[PEER]  # type: ignore[union-attr]
             assert peer.children["hostname"].value == "moved-on"  # type: ignore[union-attr]

@@ -222,8 +222,11 @@ def anyio_backend() -> str:
 async def test_a_watch_from_a_compacted_revision_resyncs(cluster: EtcdCluster) -> None:
     """Kill the member the watch is on while revisions it never saw are compacted away: it
     resumes on another member, finds its revision gone, wakes every waiter and goes on."""
+    from metafs.store.etcd import EtcdStore
+
     store = open_store(cluster.url("watched"))
     other = open_store(cluster.url("elsewhere"))
+    assert isinstance(store, EtcdStore)
     try:
         async with store.running():
             rev = await store.commit([Put("w/a/", "1")])
@@ -241,7 +244,7 @@ async def test_a_watch_from_a_compacted_revision_resyncs(cluster: EtcdCluster) -
                 tg.start_soon(waiter)
                 await anyio.sleep(0.2)
                 assert woke == []
-                assert store.endpoints[0] == cluster.members[0].client_url  # where the watch is
+                assert store.gateway.endpoints[0] == cluster.members[0].client_url  # where the watch is
                 cluster.kill(cluster.members[0])
             assert woke and woke[0] is not None and woke[0] >= head, woke
             # the watch is alive again at the head: a real change still wakes a waiter

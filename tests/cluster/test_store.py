@@ -193,14 +193,14 @@ async def test_etcd_reads_at_the_watch_revision_skip_round_trips_and_stay_exact(
     a, b = open_store(url), open_store(url)
     assert isinstance(a, EtcdStore)
     calls = 0
-    real = a._call
+    real = a.gateway.call
 
     async def counted(path: str, body: dict[str, object]) -> dict[str, object]:
         nonlocal calls
         calls += 1
         return await real(path, body)
 
-    a._call = counted  # type: ignore[method-assign]
+    a.gateway.call = counted  # type: ignore[method-assign]
     try:
         async with a.running(), b.running():
             rev = await b.commit([Put("u/x/1", "one")])

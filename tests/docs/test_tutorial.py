@@ -1,4 +1,4 @@
-"""The README's ten-minute tutorial, run as written (only its directory and port are
+"""The ten-minute tutorial (docs/tutorial.md), run as written (only its directory and port are
 changed, and `make deps`, which `make test` has just done, is skipped)."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from tests.support.servers import ROOT, free_port
 
 
 def tutorial() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "tutorial.md").read_text()
     block = text.split("<!-- tutorial:start -->", 1)[1].split("<!-- tutorial:end -->", 1)[0]
     return block.split("```sh\n", 1)[1].rsplit("```", 1)[0]
 
 
 @pytest.mark.timeout(180)
-def test_the_readme_tutorial_works_line_by_line(tmp_path: Path) -> None:
+def test_the_tutorial_works_line_by_line(tmp_path: Path) -> None:
     script = tutorial()
     where = tmp_path / "tutorial"
     script, n = re.subn(
