@@ -14,7 +14,7 @@ import ssl
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio
@@ -34,11 +34,12 @@ class ClientError(Exception):
         self.status = status
 
 
-class StoreReplaced(ClientError):
-    """The store behind the server is not the one this client read before: its identity
-    changed (a new or restored store), or it never reached the revision asked from (an
-    older copy put back). What the client holds is from another history: read it again
-    whole, without ``index`` or ``since``."""
+class HistoryLost(ClientError):
+    """What the client holds cannot be brought up to date by a delta or a long poll: the
+    store behind the server is another (its identity changed: a new or restored store),
+    never reached the revision asked from (an older copy put back), or compacted its
+    history past it (``--history-retention``). Read it again whole, without ``index``
+    or ``since``."""
 
 
 def server_roots(servers: str | list[str]) -> list[str]:
@@ -196,11 +197,9 @@ class _Base:
         if store and store != self.store:
             before, self.store = self.store, store
             if before:
-                raise StoreReplaced(
-                    f"store replaced: {before} -> {store} at {self.roots[j]}", resp.status_code
-                )
+                raise HistoryLost(f"store replaced: {before} -> {store} at {self.roots[j]}", resp.status_code)
         if resp.status_code == EXPIRED:
-            raise StoreReplaced(f"store went back: {_error_message(resp)}", resp.status_code)
+            raise HistoryLost(f"history lost: {_error_message(resp)}", resp.status_code)
         if resp.status_code not in ok:
             raise ClientError(f"{_error_message(resp)} (HTTP {resp.status_code})", resp.status_code)
         index = int(resp.headers.get(INDEX_HEADER, "0") or 0)
@@ -288,6 +287,29 @@ class MetadataClient(_Base):
     def revoke_token(self, token_id: str) -> Answer:
         return self.request("DELETE", f"/v1/tokens/{quote(token_id, safe='')}")
 
+    def backup(self, out: IO[bytes]) -> None:
+        """Stream the server's backup document (``GET /v1/backup``) into ``out``; another
+        server is tried only while nothing was written (a cut stream raises)."""
+        errors: list[str] = []
+        timeout = httpx.Timeout(self.timeout, read=max(self.timeout, 300.0), connect=self._timeouts.connect)
+        for j, url in self._urls("/v1/backup"):
+            written = False
+            try:
+                with self._http.stream("GET", url, timeout=timeout) as resp:
+                    if resp.status_code != 200:
+                        resp.read()
+                        self._answer(j, resp, (200,))  # raises, with the server's message
+                    self._current = j
+                    for chunk in resp.iter_bytes():
+                        out.write(chunk)
+                        written = True
+                return
+            except httpx.TransportError as exc:
+                if written:
+                    raise ClientError(f"backup cut short by {url}: {exc or type(exc).__name__}") from None
+                errors.append(f"{url}: {exc or type(exc).__name__}")
+        raise ClientError("server unreachable: " + "; ".join(errors))
+
     def wait(self, key: str, timeout: float, unit: str | None = None, poll: float = 60.0) -> Answer | None:
         """Block until ``key`` exists (if it does not) or its value changes (if it does);
         return the new answer, or None after ``timeout`` seconds."""
@@ -305,7 +327,7 @@ class MetadataClient(_Base):
                     params={"index": index, "wait": f"{wait:.3f}"},
                     timeout=self._long(wait),
                 )
-            except StoreReplaced:  # another history: its revisions say nothing of ours
+            except HistoryLost:  # another history: its revisions say nothing of ours
                 ans = self.request("GET", path, ok=(200, 404))
                 index = 0
             except ClientError as exc:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..client import ClientError
-from . import containers, data, mount, serve
+from . import containers, data, mount, serve, store
 from .options import Failure
 
 EPILOG = """examples:
@@ -23,13 +23,14 @@ EPILOG = """examples:
   metafs get self/cardinal_value --unit $UNIT                 one value of a unit's view
   metafs mount /run/metafs/units --anchors /run/metafs/anchors   every unit of this host as files
   metafs status /run/metafs/units                             is that mount fresh?
+  metafs backup /var/backups/metafs/now.jsonl                 a consistent copy, while writers go on
 
 environment:
   METADATA_CONNECTION_URL  server URL(s) for clients      METAFS_TOKEN, METAFS_TOKEN_FILE  the token
   DEPLOYMENT_UNIT_ID       the unit for self/... keys     METAFS_STORE, METAFS_LISTEN      serve defaults
   METAFS_OPERATOR_TOKEN    the server's bootstrap operator token
 
-`metafs COMMAND --help` tells more; the README has the file layout and the HTTP API."""
+`metafs COMMAND --help` tells more; docs/ has the file layout, the HTTP API and the operations guide."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.add_commands(sub)
     data.add_commands(sub)
+    store.add_commands(sub)
     mount.add_commands(sub)
     containers.add_commands(sub)
     return parser

@@ -119,6 +119,16 @@ def seconds(text: str) -> float:
     return value
 
 
+def duration(text: str) -> float:
+    """A duration given as an option: ``30s``, ``5m``, ``1h``, ``2d`` or seconds (> 0)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+    try:
+        return seconds(number) * unit
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a duration like 30s, 5m, 1h or 2d") from None
+
+
 def host_port(value: str, flag: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import heap, logs
 from ..server.settings import Settings
-from .options import Subparsers, add_command, log_options, positive, seconds, size
+from .options import Failure, Subparsers, add_command, duration, log_options, positive, seconds, size
 
 DEFAULTS = Settings()
 
@@ -16,7 +16,7 @@ DEFAULTS = Settings()
 def cmd_serve(args: argparse.Namespace) -> int:
     heap.use_system_allocator()  # before the server's stack is loaded: the process starts over
     from ..server.run import serve  # the server's stack is loaded by this command only
-    from ..store import default_store_url
+    from ..store import StoreError, default_store_url
 
     logs.setup(args.log_level, args.log_format)
     settings = Settings(
@@ -35,12 +35,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         answer_bytes=args.answer_cache_size,
         view_bytes=args.view_cache_size,
         rendered_bytes=args.render_cache_size,
+        history_retention=args.history_retention,
     )
     store = args.store or default_store_url()
     token_file = (
         Path(args.operator_token_file) if args.operator_token_file else default_operator_token_file(store)
     )
-    serve(args.listen, store, settings, args.log_level, token_file)
+    try:
+        serve(args.listen, store, settings, args.log_level, token_file, args.etcd_compaction == "metafs")
+    except StoreError as exc:  # a store that cannot be opened, or of a newer format
+        raise Failure(f"serve: {exc}") from None
     return 0
 
 
@@ -64,6 +68,21 @@ def add_commands(sub: Subparsers) -> None:
         metavar="URL",
         help="sqlite:///path/metafs.db, or etcd://HOST:PORT[,HOST:PORT...][/namespace] for an etcd v3"
         " cluster shared by several servers (default: $METAFS_STORE, else /var/lib/metafs/metafs.db as root)",
+    )
+    p.add_argument(
+        "--history-retention",
+        type=duration,
+        default=DEFAULTS.history_retention,
+        metavar="DURATION",
+        help="keep the tombstones of deletes this long (30s, 5m, 1h, 2d; default 1h): a client"
+        " away longer refetches whole (410 Gone) instead of asking what changed",
+    )
+    p.add_argument(
+        "--etcd-compaction",
+        choices=("metafs", "etcd"),
+        default="metafs",
+        help="who compacts etcd's own history: metafs (at the revision it saw a retention ago,"
+        " the default) or etcd itself (its --auto-compaction-*); metafs always compacts its tombstones",
     )
     p.add_argument(
         "--max-wait",

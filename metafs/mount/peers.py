@@ -19,7 +19,7 @@ from typing import Protocol
 
 import trio
 
-from ..client import AsyncMetadataClient, ClientError, StoreReplaced
+from ..client import AsyncMetadataClient, ClientError, HistoryLost
 from ..protocol import PEERS_AT
 from ..tree import Dir, Pending, descend, merge_meta
 from .packing import PeerPacker, Unpacked
@@ -53,7 +53,7 @@ class Holder(Protocol):
 
     def restart_poll(self) -> None: ...
 
-    def replaced(self, exc: StoreReplaced) -> None: ...
+    def replaced(self, exc: HistoryLost) -> None: ...
 
 
 class Peers:
@@ -110,7 +110,7 @@ class Peers:
             except ClientError as exc:
                 cache.stats.fetch_errors += 1
                 cache.stats.last_error = str(exc)
-                if isinstance(exc, StoreReplaced):
+                if isinstance(exc, HistoryLost):
                     cache.replaced(exc)
                 else:
                     log.warning("view %s: peers not fetched: %s", view.unit_id, exc)

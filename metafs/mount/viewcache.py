@@ -30,7 +30,7 @@ import trio
 
 from .. import heap
 from ..backoff import Backoff
-from ..client import AsyncMetadataClient, ClientError, StoreReplaced
+from ..client import AsyncMetadataClient, ClientError, HistoryLost
 from ..tree import Dir, Leaf, Node, from_meta, merge_meta, unloaded
 from .packing import PeerPacker, Unpacked, zdict_of
 from .peers import Peers, derive, unloaded_peers
@@ -99,9 +99,9 @@ class ViewCache:
         """What the watcher polls for changed: poll again."""
         self.watcher.restart_poll()
 
-    def replaced(self, exc: StoreReplaced) -> None:
+    def replaced(self, exc: HistoryLost) -> None:
         """An answer came from another store: the watcher refetches everything held."""
-        self.watcher.store_replaced(exc)
+        self.watcher.history_lost(exc)
 
     # -- reads (called from filesystem handlers) -------------------------------------
 
@@ -153,7 +153,7 @@ class ViewCache:
             while True:
                 try:
                     view = await self.peers.beside(unit_id) or await self.fetch(unit_id)
-                except StoreReplaced as exc:
+                except HistoryLost as exc:
                     self.replaced(exc)  # the next try reads the new store
                     continue
                 except ClientError as exc:

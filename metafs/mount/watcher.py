@@ -21,7 +21,8 @@ from typing import Protocol
 import trio
 
 from ..backoff import Backoff
-from ..client import AsyncMetadataClient, ClientError, StoreReplaced
+from ..client import AsyncMetadataClient, ClientError, HistoryLost
+from ..protocol import REVISION_HEADER
 from .peers import Peers, derive, unloaded_peers
 from .view import CacheStats, View, ViewListener, service_of
 
@@ -73,7 +74,7 @@ class Watcher:
         self.stale_since: float | None = None  # when no server answered, if none does now
         self._poll_scope: trio.CancelScope | None = None
         self._joined = False
-        self._replaced = ""  # why the store is another now: the next round refetches everything
+        self._lost = ""  # why what is held lost its history: the next round refetches it all
 
     def restart_poll(self) -> None:
         """A view joined: the running long poll does not cover it, so start another."""
@@ -110,7 +111,7 @@ class Watcher:
         cache = self.cache
         backoff = Backoff(BACKOFF_MIN, BACKOFF_MAX)
         while True:
-            if self._replaced:
+            if self._lost:
                 try:
                     await self._resync()
                 except ClientError as exc:
@@ -150,12 +151,13 @@ class Watcher:
                 await self._catch_up(units, data)
             except ClientError as exc:
                 self._went_stale(exc)
-                if not self._replaced:
+                if not self._lost:
                     await backoff.wait()
                 continue
             self._fresh_again()
             backoff.reset()
-            self._checked(units, ans.index)
+            # fresh at the revision of the answer (a scoped token gets at least the compacted one)
+            self._checked(units, int(ans.headers.get(REVISION_HEADER, ans.index)))
             cache.index = max(cache.index, ans.index)
 
     async def _poll_view(self, unit_id: str) -> bool:
@@ -196,8 +198,8 @@ class Watcher:
 
     def _went_stale(self, exc: Exception) -> None:
         self.cache.stats.last_error = str(exc)
-        if isinstance(exc, StoreReplaced):
-            self.store_replaced(exc)
+        if isinstance(exc, HistoryLost):
+            self.history_lost(exc)
             return
         if self.stale_since is None:
             self.stale_since = time.monotonic()
@@ -205,20 +207,22 @@ class Watcher:
                 "server unreachable (%s); serving %d cached views stale, retrying", exc, len(self.cache.views)
             )
 
-    def store_replaced(self, exc: StoreReplaced) -> None:
-        """The server answers from another store than the one the views were read from:
-        have the watcher refetch them all (:meth:`_resync`), at once."""
-        if not self._replaced:
-            self._replaced = str(exc)
+    def history_lost(self, exc: HistoryLost) -> None:
+        """What the views were read from is not the store's history any more (another
+        store, an older copy, history compacted past them): refetch them all
+        (:meth:`_resync`), at once."""
+        if not self._lost:
+            self._lost = str(exc)
             self.restart_poll()
 
     async def _resync(self) -> None:
         """Refetch every view held, and the list of units, whole: the store was replaced
-        (restored, wiped and reloaded, another behind the same URL) and no revision seen
-        before says anything of it. The old views are served until their new ones come
-        (no false "not set"), but none is a peer to derive a new view from."""
+        (restored, wiped and reloaded, another behind the same URL) or compacted past what
+        they were read at, and no revision seen before says enough of it. The old views are
+        served until their new ones come (no false "not set"), but none is a peer to
+        derive a new view from."""
         cache = self.cache
-        why, self._replaced = self._replaced, ""
+        why, self._lost = self._lost, ""
         log.warning("%s: refetching the %d views held, whole", why, len(cache.views))
         cache.index = 0
         for view in cache.views.values():

@@ -43,6 +43,8 @@ from ..catalog.peers import PeersAsked
 from ..catalog.views import ServiceViews
 from ..store import Snapshot, Store, StoreError, TooLarge
 from . import consul
+from .backups import backup_route
+from .history import check_history
 from .http import (
     JSON,
     LONG_POLL,
@@ -119,6 +121,7 @@ class Api:
             Route("hosts", self._reader(reads.document, whole=True), self._write_record, both, both),
             Route("tokens", self._reader(reads.tokens), self._write_token, ("POST",), ("DELETE",)),
             Route("load", None, self._load, ("POST",)),
+            Route("backup", backup_route(store)),
         ]
         #: the route table, made once
         self.routes = {r.name: r for r in table}
@@ -266,22 +269,16 @@ class Api:
         seen = max(index or 0, int(since) if since.isdigit() else 0)
         # a client that has seen a revision may be answered at any revision from it on
         node, snap = first = await once(seen)
-        if seen > snap.revision and render is None:
-            # a revision this store never reached: it was replaced by an older copy or
-            # wiped since the client read (over etcd a read from a revision the watch has
-            # not reached is made at the cluster's head, so a lagging server never says
-            # this). Consul's clients reset on an index that went back: theirs answers below
-            raise HTTPError(
-                protocol.EXPIRED,
-                f"revision {seen} is not in this store's history (store {self.store.identity or '?'}):"
-                " it was replaced or restored; read again without index= and since=",
-            )
+        if render is None:  # Consul's protocol answers such an index at once instead
+            check_history(seen, snap, self.store.identity)
         if render is None and isinstance(node, tree.Leaf) and raw_path(request.scope).endswith(b"/"):
             raise HTTPError(404, f"{what} is a value, not a directory: drop the trailing /")
         # an index from before the last change of what is read answers at once; one at or
         # after it (from the future too) waits for a change after it
         scoped = not principal.operator
-        consul_now = render is not None and (index == 0 or (index or 0) > snap.revision)
+        consul_now = render is not None and (
+            index == 0 or not snap.compacted <= (index or 0) <= snap.revision
+        )
         if index is None or index < snap.changed or consul_now:
             self.metrics.saw_revision(snap.revision)
             if render is not None:

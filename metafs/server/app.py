@@ -27,6 +27,7 @@ from ..store import Store, StoreError
 from . import static
 from .answers import AnswerCache
 from .api import Api
+from .compaction import compact_forever
 from .http import TEXT, HTTPError, raw_path
 from .metrics import ServerMetrics, exposition
 from .settings import Settings
@@ -119,6 +120,8 @@ class MetadataServer:
         try:
             async with self.store.running(), anyio.create_task_group() as tg:
                 tg.start_soon(self.api.polls.reap_disconnected)
+                retention = self.settings.history_retention
+                tg.start_soon(compact_forever, self.store, retention, self.metrics, self.answers.clear)
                 yield
                 tg.cancel_scope.cancel()
         finally:

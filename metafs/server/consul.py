@@ -117,7 +117,9 @@ def headers(snap: Snapshot) -> dict[str, str]:
     """On every answer. The index is never 0: a client that gets 0 sends ``index=0``,
     which does not block, and spins."""
     return {
-        "X-Consul-Index": str(max(1, snap.changed)),
+        # at least the compacted revision: an index from below it is answered at once
+        # (see Api.read), so a client given one would never block again
+        "X-Consul-Index": str(max(1, snap.changed, snap.compacted)),
         "X-Consul-KnownLeader": "true",
         "X-Consul-LastContact": "0",
     }

@@ -76,6 +76,33 @@ class ServerMetrics:
             "Reads answered with an answer kept since the last commit (no store read)",
             registry=self.registry,
         )
+        self.compacted = Gauge(
+            "metafs_store_compacted_revision",
+            "The store's compacted revision: deltas and long polls from below it answer 410",
+            registry=self.registry,
+        )
+        self.tombstones = Gauge(
+            "metafs_store_tombstones",
+            "Tombstones of deletes kept (younger than --history-retention), at the last compaction",
+            registry=self.registry,
+        )
+        self.compactions = Counter(
+            "metafs_store_compactions",
+            "Compaction runs, by result (ok, error)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.compaction_seconds = Histogram(
+            "metafs_store_compaction_duration_seconds",
+            "Time one compaction run took",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0),
+            registry=self.registry,
+        )
+        self.compacted_tombstones = Counter(
+            "metafs_store_compacted_tombstones",
+            "Tombstones removed by compaction",
+            registry=self.registry,
+        )
         self.store_errors = Counter(
             "metafs_store_errors", "Requests answered 503 because the store failed", registry=self.registry
         )

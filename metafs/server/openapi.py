@@ -250,6 +250,14 @@ def document() -> dict[str, Any]:
             )
         },
         "/v1/load": {"post": _op("load a document, all or nothing", [], body=True, query=False)},
+        "/v1/backup": {
+            "get": _op(
+                "every live record and token digest at one revision, as JSON lines with a checksum"
+                " (operator; see metafs/backup.py)",
+                [],
+                query=False,
+            )
+        },
         "/v1/tokens/": {
             "get": _op("list tokens (operator)", []),
             "post": _op("mint a token (operator)", [], body=True, query=False),

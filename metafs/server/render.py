@@ -186,7 +186,9 @@ def read_response(
     request.scope[READ_AT] = snap.revision
     headers = {
         INDEX_HEADER: str(snap.changed),
-        REVISION_HEADER: str(snap.changed if scoped else snap.revision),
+        # scoped: at least the compacted revision, so that a client that polls on is never
+        # overtaken by compaction while it holds an answer (see api.Api.read's 410)
+        REVISION_HEADER: str(max(snap.changed, snap.compacted) if scoped else snap.revision),
         "ETag": etag(snap, fmt, node),
         "Cache-Control": "no-cache",
     }

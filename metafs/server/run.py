@@ -24,6 +24,7 @@ def serve(
     settings: Settings | None = None,
     log_level: str = "info",
     operator_token_file: Path | None = None,
+    compact_etcd: bool = True,
 ) -> None:
     """Run the server until SIGTERM/SIGINT."""
     import uvicorn
@@ -34,7 +35,7 @@ def serve(
     operator_digest, token_path = auth.operator_token(operator_token_file)
     if token_path is not None:
         log.info("operator token in %s", token_path)
-    server = MetadataServer(open_store(store_url), settings, operator_digest)
+    server = MetadataServer(open_store(store_url, compact_etcd), settings, operator_digest)
     fd_limit = raise_fd_limit()
     limits = ConnectionLimits(
         header_timeout=server.settings.header_timeout,

@@ -24,3 +24,5 @@ class Settings:
     answer_bytes: int = 16 << 20  # ... and their bodies' total size
     view_bytes: int = 32 << 20  # built service views kept, estimated (see catalog/views.py)
     rendered_bytes: int = 16 << 20  # rendered whole unit views kept (see render.py)
+    #: tombstones of deletes older than this are compacted away (seconds; see compaction.py)
+    history_retention: float = 3600.0

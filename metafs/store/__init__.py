@@ -36,9 +36,10 @@ def default_store_url() -> str:
     return f"sqlite://{base / 'metafs.db'}"
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, compact_etcd: bool = True) -> Store:
     """Open the store named by ``url``: ``sqlite:///path/to/file.db`` or
-    ``etcd://host:port[,host:port...][/namespace]`` (namespace ``metafs`` by default)."""
+    ``etcd://host:port[,host:port...][/namespace]`` (namespace ``metafs`` by default).
+    ``compact_etcd``: compaction compacts etcd's own history too (else etcd does it)."""
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = parts.netloc + parts.path
@@ -50,7 +51,7 @@ def open_store(url: str) -> Store:
     if parts.scheme == "etcd":
         from .etcd import EtcdStore
 
-        return EtcdStore(url)
+        return EtcdStore(url, compact_etcd=compact_etcd)
     raise ValueError(
         f"unknown store URL {url!r}: expected sqlite:///path/metafs.db or etcd://HOST:PORT[,HOST:PORT...][/namespace]"
     )

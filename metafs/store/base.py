@@ -28,7 +28,7 @@ import asyncio
 import bisect
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -41,6 +41,38 @@ class StoreError(Exception):
 
 class TooLarge(StoreError):
     """The store refused a transaction for its size; the server answers 413."""
+
+
+class FormatError(StoreError):
+    """The store was written in a format this metafs does not read (a newer one)."""
+
+
+#: the store's format, recorded in it: 1 is the layout of metafs 0.1 (live keys, their
+#: tombstones, the revision, the compacted revision, the identity). A store of format 0
+#: (written before formats were recorded) is upgraded in place when opened; a newer one
+#: is refused, naming both.
+STORE_FORMAT = 1
+
+
+def check_format(found: int, where: str) -> None:
+    """Refuse a store written in a newer format than this metafs reads."""
+    if found > STORE_FORMAT:
+        raise FormatError(
+            f"{where} is in store format {found}, written by a newer metafs; this metafs reads"
+            f" format {STORE_FORMAT} at most: run the newer metafs, or restore a backup taken"
+            " before the upgrade (metafs restore)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """What one compaction run removed: tombstones older than the retention."""
+
+    removed: int
+    #: the store's compacted revision after the run: deltas from below it are refused
+    compacted: int
+    #: tombstones kept (younger than the retention)
+    kept: int
 
 
 class Conflict(Exception):
@@ -60,6 +92,8 @@ class Item:
 class Put:
     key: str
     value: str
+    #: the time of the change (default: the commit's); a restore keeps each key's own
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +174,9 @@ class Snapshot(abc.ABC):
     changed_time: float = 0.0
     #: the store's shared :class:`Stamps`, when ``revision`` is known before any read
     stamps: Stamps | None = None
+    #: the store's compacted revision as of this snapshot: tombstones of deletes at or
+    #: below it may be gone, so "what changed after R" is only known for R >= it
+    compacted: int = 0
 
     def _saw(self, prefix: str, changed: int, when: float) -> None:
         """Remember that ``prefix`` was read and last changed at ``changed``."""
@@ -202,6 +239,11 @@ class Snapshot(abc.ABC):
 
     @abc.abstractmethod
     async def _deleted_since(self, prefix: str, after: int) -> list[str]: ...
+
+    @abc.abstractmethod
+    def scan(self) -> AsyncGenerator[list[Item], None]:
+        """Every live key of the store at this revision, in key order, a batch at a time
+        (a backup: the loop runs between batches)."""
 
     async def _last_change(self, prefix: str) -> tuple[int, float]:
         """Backends may answer this without reading the values."""
@@ -326,6 +368,15 @@ class Store(abc.ABC):
         """What the backend keeps in memory, by name (each with ``size`` and ``len``), for
         the server's ``metafs_cache_*`` metrics: none here."""
         return {}
+
+    @abc.abstractmethod
+    async def renew_identity(self) -> str:
+        """Give the store a new identity (a restore: to every client, a new store)."""
+
+    @abc.abstractmethod
+    async def compact(self, before: float) -> Compaction:
+        """Remove the tombstones of deletes made before ``before`` (a time), in batches that
+        never hold a reader up, and raise the compacted revision to the newest removed."""
 
     @abc.abstractmethod
     def release_waiters(self) -> None:

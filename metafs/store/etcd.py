@@ -29,7 +29,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -37,8 +37,10 @@ import httpx
 
 from ..backoff import Backoff
 from .base import (
+    Compaction,
     Conflict,
     Delete,
+    FormatError,
     Guard,
     Item,
     Op,
@@ -51,7 +53,9 @@ from .base import (
     new_identity,
     prefix_end,
 )
+from .etcd_compaction import EtcdCompactor
 from .etcd_gateway import Compacted, Gateway, b64, decode, encode, parse_url, unb64
+from .etcd_info import open_namespace
 from .watched import READER_WAIT, Watched
 
 log = logging.getLogger("metafs.store.etcd")
@@ -73,6 +77,9 @@ class _EtcdSnapshot(Snapshot):
         self._store = store
         self._from_watch = bool(revision)  # at the watch's revision, not etcd's head
         self._reads = 0
+        # at the watch's revision, the compacted revision the watch delivered holds; every
+        # read of etcd reads it again, in the same transaction (see etcd_compaction.py)
+        self.compacted = store.compacted if revision else 0
 
     async def _read(self, reqs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         """Ranges at this snapshot's revision; the first read fixes it (at the head then):
@@ -80,7 +87,7 @@ class _EtcdSnapshot(Snapshot):
         that etcd has compacted meanwhile reads at the head instead, if nothing was read."""
         st = self._store
         try:
-            revision, found = await st._read(reqs)
+            revision, found, compacted = await st._read(reqs, self.revision)
         except Compacted:
             if not self._from_watch or self._reads:
                 raise
@@ -88,14 +95,28 @@ class _EtcdSnapshot(Snapshot):
             self.revision = 0
             for req in reqs:
                 req.pop("revision", None)
-            revision, found = await st._read(reqs)
+            revision, found, compacted = await st._read(reqs, 0)
         self._reads += 1
         if not self.revision:
             self.revision = revision
+        self.compacted = max(self.compacted, compacted)
         return found
 
     async def _range(self, prefix: str) -> Range:
         return (await self._ranges([prefix]))[0]
+
+    async def scan(self) -> AsyncGenerator[list[Item], None]:
+        """Pages of the live keys at this snapshot's revision (the first page fixes it)."""
+        strip = len(self._store.live)
+        async for revision, kvs in self._store.gateway.pages(self._store.live, self.revision):
+            self.revision = self.revision or revision
+            yield [
+                Item(
+                    unb64(kv["key"])[strip:], value, int(kv["create_revision"]), int(kv["mod_revision"]), when
+                )
+                for kv in kvs
+                for when, value in [decode(kv.get("value"))]
+            ]
 
     async def _ranges(self, prefixes: Sequence[str]) -> list[Range]:
         """Every prefix's live keys and latest tombstone, in one read-only transaction (the
@@ -190,12 +211,15 @@ class _EtcdSnapshot(Snapshot):
 class EtcdStore(Store):
     """A :class:`Store` in an etcd v3 cluster, shared by any number of metafs servers."""
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, timeout: float = 10.0, compact_etcd: bool = True) -> None:
         endpoints, self.namespace = parse_url(url)
         self.gateway = Gateway(endpoints, timeout)
         self.live = self.namespace + "k/"
         self.tomb = self.namespace + "d/"
         self.info = self.namespace + "info/"
+        self.compactor = EtcdCompactor(self.gateway, self.namespace, history=compact_etcd)
+        #: the compacted revision as the watch has delivered it (snapshots at its revision)
+        self.compacted = 0
         self._waiters = Waiters()
         #: what the watch keeps current, so that a snapshot reads it without a round trip
         self.watched = Watched()
@@ -214,11 +238,17 @@ class EtcdStore(Store):
             req.update(sort_order="DESCEND", sort_target="MOD", limit="1")
         return req
 
-    async def _read(self, ranges: list[dict[str, Any]]) -> tuple[int, list[list[dict[str, Any]]]]:
-        """Several ranges in one round trip (a read-only transaction), and its revision."""
-        data = await self.gateway.call("/v3/kv/txn", {"success": [{"request_range": r} for r in ranges]})
+    async def _read(
+        self, ranges: list[dict[str, Any]], revision: int
+    ) -> tuple[int, list[list[dict[str, Any]]], int]:
+        """Several ranges in one round trip (a read-only transaction at ``revision``, 0:
+        the head): its revision, what each found, and the compacted revision then."""
+        compacted = {"key": self.compactor.key, **({"revision": str(revision)} if revision else {})}
+        reads = [{"request_range": r} for r in [*ranges, compacted]]
+        data = await self.gateway.call("/v3/kv/txn", {"success": reads})
         found = [r["response_range"].get("kvs", []) for r in data.get("responses", [])]
-        return int(data["header"]["revision"]), found
+        mark = found.pop()
+        return int(data["header"]["revision"]), found, int(unb64(mark[0]["value"])) if mark else 0
 
     # -- the interface ------------------------------------------------------------------
 
@@ -227,19 +257,20 @@ class EtcdStore(Store):
         return int(data["header"]["revision"])
 
     async def _read_identity(self) -> str:
-        """The namespace's identity, written by the first server to reach it (one
-        transaction: written if absent, else read; every server then says the same)."""
-        key, made = b64(self.info + "identity"), new_identity()
-        txn = {
-            "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
-            "success": [{"request_put": {"key": key, "value": b64(made)}}],
-            "failure": [{"request_range": {"key": key}}],
-        }
-        data = await self.gateway.call("/v3/kv/txn", txn)
-        if data.get("succeeded"):
-            return made
-        kvs = data["responses"][0]["response_range"].get("kvs", [])
-        return unb64(kvs[0]["value"]) if kvs else ""
+        """The namespace's identity (its format checked first; see etcd_info.py), and the
+        compacted revision as of now."""
+        identity, compacted = await open_namespace(self.gateway, self.info)
+        self.compacted = max(self.compacted, compacted)
+        return identity
+
+    async def renew_identity(self) -> str:
+        self.identity = new_identity()
+        put = {"key": b64(self.info + "identity"), "value": b64(self.identity)}
+        await self.gateway.call("/v3/kv/put", put)
+        return self.identity
+
+    async def compact(self, before: float) -> Compaction:
+        return await self.compactor.compact(before, await self.revision())
 
     @contextlib.asynccontextmanager
     async def snapshot(self, seen: int = 0) -> AsyncIterator[Snapshot]:
@@ -259,9 +290,12 @@ class EtcdStore(Store):
             ]
             now = time.time()
             final: dict[str, str | None] = {}
+            times: dict[str, float] = {}
             for op in ops:
                 if isinstance(op, Put):
                     final[op.key] = op.value
+                    if op.at is not None:
+                        times[op.key] = op.at
                 else:
                     end = _end(op)
                     for key in [*deleted[op.key, op.prefix], *final]:
@@ -271,7 +305,7 @@ class EtcdStore(Store):
             existing = {k for ks in deleted.values() for k in ks}
             for key, value in final.items():
                 if value is not None:
-                    success.append(_put(self.live + key, encode(value, now)))
+                    success.append(_put(self.live + key, encode(value, times.get(key, now))))
                 elif key in existing:
                     success.append({"request_delete_range": {"key": b64(self.live + key)}})
                     success.append(_put(self.tomb + key, encode(None, now)))
@@ -346,8 +380,13 @@ class EtcdStore(Store):
     async def running(self) -> AsyncIterator[None]:
         # the identity first (written once per namespace, a revision of its own), so that
         # it never lands between a caller's commits; etcd not there yet: the watch reads it
-        with contextlib.suppress(StoreError), anyio.move_on_after(2.0):
-            self.identity = await self._read_identity()
+        try:
+            with anyio.move_on_after(2.0):
+                self.identity = await self._read_identity()
+        except FormatError:
+            raise  # a newer metafs's store: refused at start
+        except StoreError:
+            pass  # etcd not there yet: the watch reads it
         async with anyio.create_task_group() as tg:
             await tg.start(self._watch)
             try:
@@ -434,8 +473,12 @@ class EtcdStore(Store):
         for ev in events:
             kv = ev["kv"]
             key = unb64(kv["key"])
-            if key.startswith(self.info):
-                continue  # the store's own records (its identity), no metadata
+            if key.startswith(self.info):  # the store's own records, no metadata
+                if kv["key"] == self.compactor.key:
+                    self.compacted = max(self.compacted, int(unb64(kv.get("value", ""))))
+                continue
+            if ev.get("type") == "DELETE" and key.startswith(self.tomb):
+                continue  # a tombstone compacted away: nothing under it changed
             by_rev.setdefault(int(kv["mod_revision"]), []).append(key[cut:])
         for rev in sorted(by_rev):
             keys = sorted(by_rev[rev])

@@ -14,16 +14,18 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from ..backoff import Backoff
-from .base import StoreError, TooLarge
+from .base import StoreError, TooLarge, prefix_end
 
 log = logging.getLogger("metafs.store.etcd")
+#: keys read in one page of a long range (a backup, a compaction)
+PAGE = 2000
 
 
 class Compacted(StoreError):
@@ -104,6 +106,25 @@ class Gateway:
             "POST", self.endpoint + path, json=body, timeout=httpx.Timeout(None, connect=1.0)
         ) as resp:
             yield resp
+
+    async def pages(
+        self, prefix: str, revision: int = 0
+    ) -> AsyncGenerator[tuple[int, list[dict[str, Any]]], None]:
+        """Every key under ``prefix``, :data:`PAGE` at a time, at ``revision`` (0: the head,
+        then the first page's): each page with the revision it was read at."""
+        start, end = b64(prefix), b64(prefix_end(prefix))
+        while True:
+            req: dict[str, Any] = {"key": start, "range_end": end, "limit": str(PAGE)}
+            if revision:
+                req["revision"] = str(revision)
+            data = await self.call("/v3/kv/range", req)
+            revision = revision or int(data["header"]["revision"])
+            kvs = data.get("kvs", [])
+            if kvs:
+                yield revision, kvs
+            if not data.get("more") or not kvs:
+                return
+            start = b64(unb64(kvs[-1]["key"]) + "\0")
 
     async def aclose(self) -> None:
         self.closed = True

@@ -12,17 +12,20 @@ a SQLite file (use the etcd backend to run several servers).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 
 from .base import (
+    STORE_FORMAT,
+    Compaction,
     Conflict,
     Guard,
     Item,
@@ -34,6 +37,7 @@ from .base import (
     Store,
     StoreError,
     Waiters,
+    check_format,
     new_identity,
     prefix_end,
     yielding,
@@ -49,9 +53,17 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES ('revision', 0);
+INSERT OR IGNORE INTO meta VALUES ('compacted', 0);
 CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tombstones ON kv(mod_time) WHERE value IS NULL;
 """
+log = logging.getLogger("metafs.store.sqlite")
 _REVISION = "SELECT value FROM meta WHERE name='revision'"
+#: a snapshot's revision and compacted revision, read in its transaction
+_REVISIONS = "SELECT name, value FROM meta WHERE name IN ('revision', 'compacted')"
+#: tombstones removed in one transaction of a compaction (~2-5 ms of the writer each:
+#: commits wait at most that long for it, and readers not at all, WAL)
+COMPACT_BATCH = 1000
 #: rows of a prefix read fetched between two turns of the event loop
 RANGE_BATCH = 1024
 #: snapshots open at once, each on its own pooled reader connection (two fds: the file
@@ -119,6 +131,21 @@ class _SqliteSnapshot(Snapshot):
         )
         return int(n)
 
+    async def scan(self) -> AsyncGenerator[list[Item], None]:
+        try:
+            cur = self._conn.execute(
+                "SELECT key, value, create_rev, mod_rev, mod_time FROM kv"
+                " WHERE value IS NOT NULL ORDER BY key"
+            )
+            try:
+                while batch := cur.fetchmany(RANGE_BATCH):
+                    yield [Item(*row) for row in batch]
+                    await anyio.sleep(0)
+            finally:
+                cur.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite read failed: {exc}") from exc
+
     async def _ranges(self, prefixes: Sequence[str]) -> list[Range]:
         return await _each(prefixes, self._range)
 
@@ -148,9 +175,7 @@ class SqliteStore(Store):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect(check_same_thread=False)
-            self._writer.executescript(_SCHEMA)
-            self._writer.execute("INSERT OR IGNORE INTO info VALUES ('identity', ?)", (new_identity(),))
-            (self.identity,) = self._writer.execute("SELECT value FROM info WHERE name='identity'").fetchone()
+            self._open_format(self._writer)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
         self._write_lock = threading.Lock()
@@ -160,6 +185,28 @@ class SqliteStore(Store):
         self._stamps = Stamps()
         self._waiters = Waiters()
         self._closed = False
+
+    def _open_format(self, db: sqlite3.Connection) -> None:
+        """Check the store's format before anything is written: a newer one is refused; one
+        written before formats were recorded (format 0: no ``info`` table) is upgraded in
+        place (the tables, index and rows it lacks are added); a new file gets format
+        :data:`STORE_FORMAT` and an identity."""
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        found = None
+        if "info" in tables:
+            row = db.execute("SELECT value FROM info WHERE name='format'").fetchone()
+            found = int(row[0]) if row else None
+        if found is not None:
+            check_format(found, f"store {self.path}")
+        db.executescript(_SCHEMA)
+        db.execute("INSERT OR IGNORE INTO info VALUES ('identity', ?)", (new_identity(),))
+        if found != STORE_FORMAT:
+            if "kv" in tables:
+                log.warning(
+                    "store %s: upgraded in place from format %d to %d", self.path, found or 0, STORE_FORMAT
+                )
+            db.execute("INSERT OR REPLACE INTO info VALUES ('format', ?)", (str(STORE_FORMAT),))
+        (self.identity,) = db.execute("SELECT value FROM info WHERE name='identity'").fetchone()
 
     def _connect(self, check_same_thread: bool = True) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -181,11 +228,13 @@ class SqliteStore(Store):
             try:
                 conn = self._readers.pop() if self._readers else self._connect()
                 conn.execute("BEGIN")
-                (rev,) = conn.execute(_REVISION).fetchone()
+                revs = dict(conn.execute(_REVISIONS).fetchall())
             except sqlite3.Error as exc:
                 raise StoreError(f"sqlite read failed: {exc}") from exc
             try:
-                yield _SqliteSnapshot(conn, rev, self._stamps)
+                snap = _SqliteSnapshot(conn, revs["revision"], self._stamps)
+                snap.compacted = revs["compacted"]
+                yield snap
             finally:
                 try:
                     conn.execute("COMMIT")
@@ -246,7 +295,7 @@ class SqliteStore(Store):
                                 " value = excluded.value, mod_rev = excluded.mod_rev,"
                                 " mod_time = excluded.mod_time, create_rev = CASE WHEN"
                                 " kv.value IS NULL THEN excluded.create_rev ELSE kv.create_rev END",
-                                (op.key, op.value, rev, rev, now),
+                                (op.key, op.value, rev, rev, op.at or now),
                             )
                             changed.append(op.key)
                         else:
@@ -269,6 +318,66 @@ class SqliteStore(Store):
                     raise
             except sqlite3.Error as exc:
                 raise StoreError(f"sqlite write failed: {exc}") from exc
+
+    async def renew_identity(self) -> str:
+        self.identity = new_identity()
+        await anyio.to_thread.run_sync(self._set_identity)
+        return self.identity
+
+    def _set_identity(self) -> None:
+        with self._write_lock:
+            self._writer.execute("UPDATE info SET value = ? WHERE name='identity'", (self.identity,))
+
+    async def compact(self, before: float) -> Compaction:
+        """Tombstones of deletes before ``before``, oldest first, :data:`COMPACT_BATCH` per
+        transaction on the writer's thread (the index ``tombstones`` finds them without a
+        scan); the compacted revision rises to the newest removed, in the same
+        transaction as its removal."""
+        removed = 0
+        while True:
+            n, compacted = await anyio.to_thread.run_sync(self._compact_batch, before)
+            removed += n
+            if n < COMPACT_BATCH:
+                break
+        kept = await anyio.to_thread.run_sync(self._count_tombstones)
+        return Compaction(removed, compacted, kept)
+
+    def _compact_batch(self, before: float) -> tuple[int, int]:
+        with self._write_lock:
+            db = self._writer
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    rows = db.execute(
+                        "SELECT key, mod_rev FROM kv WHERE value IS NULL AND mod_time < ?"
+                        " ORDER BY mod_time LIMIT ?",
+                        (before, COMPACT_BATCH),
+                    ).fetchall()
+                    if rows:
+                        db.executemany(
+                            "DELETE FROM kv WHERE key = ? AND value IS NULL", [(k,) for k, _ in rows]
+                        )
+                        db.execute(
+                            "UPDATE meta SET value = MAX(value, ?) WHERE name='compacted'",
+                            (max(rev for _, rev in rows),),
+                        )
+                    (compacted,) = db.execute("SELECT value FROM meta WHERE name='compacted'").fetchone()
+                    db.execute("COMMIT")
+                    return len(rows), int(compacted)
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite compaction failed: {exc}") from exc
+
+    def _count_tombstones(self) -> int:
+        with self._write_lock:
+            try:
+                (n,) = self._writer.execute("SELECT COUNT(*) FROM kv WHERE value IS NULL").fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite read failed: {exc}") from exc
+        return int(n)
 
     async def wait(self, prefixes: Sequence[str], after: int, timeout: float) -> int | None:
         async with self.snapshot() as snap:

@@ -28,6 +28,7 @@ from .sections import (
     cold,
     consul,
     fanout,
+    history,
     long_polls,
     memory,
     page_cache,
@@ -66,7 +67,7 @@ def main() -> int:
                 httpx.post(load, json=big_service(100), headers=HEADERS).raise_for_status()
                 for section in filter(wanted, first):
                     section.run(report, tmp, srv)
-        for alone in filter(wanted, (abuse, long_polls, scale, fanout)):
+        for alone in filter(wanted, (abuse, long_polls, scale, fanout, history)):
             alone.run(report, tmp)
     if wanted(memory):
         memory.run(report)

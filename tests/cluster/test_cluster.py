@@ -292,3 +292,45 @@ def test_an_etcd_wiped_under_a_running_server_is_a_new_store(tmp_path: Path, mak
     finally:
         srv.stop()
         c.stop()
+
+
+@pytest.mark.timeout(60)
+def test_compaction_over_etcd_expires_old_deltas_and_compacts_etcd(tmp_path: Path, etcd: EtcdCluster) -> None:
+    """Over etcd: the tombstone keys older than the retention go, the compacted revision
+    every server reads rises (a delta from below it is 410 on the other server too), and
+    etcd's own history is compacted (a read at an old revision is refused by etcd)."""
+    url = etcd.url()
+    a = ServerProcess(tmp_path / "a.db", store=url).start("--history-retention", "2s")
+    b = ServerProcess(tmp_path / "b.db", store=url).start("--history-retention", "1h")
+    try:
+        load(a.url)
+        zk2 = "f58ce48e-a4d5-4c1b-905f-ee3b15ccf117"
+        unit = ZK1_PATH.rsplit("/", 1)[1]
+        before = int(get(a.url, f"/v1/view/{unit}/").headers["x-metafs-revision"])
+        r = httpx.delete(f"{a.url}/v1/kv/5/test1/s4/{zk2}", headers=HEADERS)
+        assert r.status_code == 200
+        gone = int(r.headers["x-metafs-revision"])
+
+        def compacted() -> int:
+            for line in httpx.get(f"{a.url}/metrics").text.splitlines():
+                if line.startswith("metafs_store_compacted_revision "):
+                    return int(float(line.split()[1]))
+            return 0
+
+        wait_for(lambda: compacted() >= gone, timeout=20)
+        for srv in (a, b):  # b keeps a long retention, but reads the store's compacted revision
+            r = get(srv.url, f"/v1/view/{unit}/", format="meta", since=str(before))
+            assert r.status_code == 410, r.text
+        r = get(b.url, f"/v1/view/{unit}/service/all_hosts/")
+        assert r.status_code == 200 and zk2 not in r.text
+        member = etcd.members[0].client_url
+        wait_for(
+            lambda: (
+                "compacted"
+                in httpx.post(f"{member}/v3/kv/range", json={"key": "eA==", "revision": str(before)}).text
+            ),
+            timeout=20,
+        )
+    finally:
+        a.stop()
+        b.stop()

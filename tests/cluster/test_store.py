@@ -299,3 +299,85 @@ async def test_a_store_keeps_its_identity_and_a_new_one_has_another(
     finally:
         for s in (a, b, other):
             await s.close()
+
+
+async def test_compaction_removes_old_tombstones_and_raises_the_compacted_revision(store: Store) -> None:
+    """Tombstones of deletes before the cut go (in batches), younger ones stay; the
+    compacted revision is the newest removed, read by every snapshot after."""
+    await store.commit([Put(f"c/{i}/", "x") for i in range(1200)])
+    gone = await store.commit([Delete("c/", prefix=True)])
+    async with store.snapshot() as snap:
+        assert len(await snap.deleted_since("c/", 0)) == 1200
+        assert snap.compacted == 0 or snap.compacted < gone
+    await anyio.sleep(0.05)
+    cut = time.time()
+    await anyio.sleep(0.05)
+    await store.commit([Put("young/1/", "y")])
+    young = await store.commit([Delete("young/1/")])
+    nothing = await store.compact(cut - 3600)  # older than an hour: none
+    assert nothing.removed == 0 and nothing.kept >= 1201
+    done = await store.compact(cut)
+    assert done.removed == 1200 and done.compacted == gone and done.kept >= 1
+    async with store.snapshot() as snap:
+        await snap.range("c/")
+        assert snap.compacted == gone
+        assert await snap.deleted_since("c/", 0) == []
+        assert await snap.deleted_since("young/", 0) == ["young/1/"]  # younger: kept
+        assert (await snap.last_changes_at(["young/"]))[0][0] == young
+    again = await store.compact(cut)
+    assert again.removed == 0 and again.compacted == gone  # never goes down
+
+
+async def test_a_store_of_a_newer_format_is_refused_and_an_older_one_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    from metafs.store.base import STORE_FORMAT, FormatError
+
+    old = tmp_path / "old.db"  # the layout before formats were recorded: kv and meta only
+    db = sqlite3.connect(old)
+    db.executescript(
+        "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT, create_rev INTEGER NOT NULL,"
+        " mod_rev INTEGER NOT NULL, mod_time REAL NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO meta VALUES ('revision', 7); INSERT INTO kv VALUES ('a/', 'v', 7, 7, 1.0);"
+    )
+    db.commit()
+    db.close()
+    s = open_store(f"sqlite://{old}")
+    try:
+        async with s.snapshot() as snap:
+            assert snap.revision == 7 and (await snap.get("a/")).value == "v"  # type: ignore[union-attr]
+        assert await s.commit([Put("b/", "w")]) == 8
+    finally:
+        await s.close()
+    db = sqlite3.connect(old)
+    assert db.execute("SELECT value FROM info WHERE name='format'").fetchone() == (str(STORE_FORMAT),)
+    db.execute("UPDATE info SET value = '99' WHERE name='format'")  # as a newer metafs leaves it
+    db.commit()
+    before = db.execute("SELECT COUNT(*) FROM kv").fetchone()
+    db.close()
+    with pytest.raises(FormatError, match=f"store format 99.*reads format {STORE_FORMAT} at most"):
+        open_store(f"sqlite://{old}")
+    db = sqlite3.connect(old)
+    assert db.execute("SELECT COUNT(*) FROM kv").fetchone() == before  # nothing written
+    db.close()
+
+
+async def test_an_etcd_namespace_of_a_newer_format_is_refused(etcd: EtcdCluster) -> None:
+    import httpx
+
+    from metafs.store.base import FormatError
+    from metafs.store.etcd_gateway import b64
+
+    url = etcd.url()
+    ns = url.rsplit("/", 1)[1] + "/"
+    member = etcd.members[0].client_url
+    r = httpx.post(f"{member}/v3/kv/put", json={"key": b64(ns + "info/format"), "value": b64("99")})
+    assert r.status_code == 200
+    s = open_store(url)
+    try:
+        with pytest.raises(FormatError, match="format 99"):
+            async with s.running():
+                pass
+    finally:
+        await s.close()

@@ -4,6 +4,8 @@ YAML and JSON parsers for the Kubernetes and hooks.d files."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -12,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.servers import ROOT
+from tests.support.servers import OPERATOR_TOKEN, ROOT, ServerProcess
 
-UNITS = sorted((ROOT / "contrib" / "systemd").glob("*.service"))
+UNITS = sorted(p for p in (ROOT / "contrib" / "systemd").iterdir() if p.suffix in (".service", ".timer"))
 METAFS = str(Path(sys.executable).parent / "metafs")
 
 
@@ -31,7 +33,8 @@ def verify(paths: list[Path]) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_units_verify_clean(tmp_path: Path) -> None:
-    assert [u.name for u in UNITS] == ["metafs-mount.service", "metafs-server.service"]
+    names = ["metafs-backup.service", "metafs-backup.timer", "metafs-mount.service", "metafs-server.service"]
+    assert [u.name for u in UNITS] == names
     copies = []
     for unit in UNITS:  # the units name /usr/local/bin/metafs: verify checks it exists
         copy = tmp_path / unit.name
@@ -41,7 +44,7 @@ def test_systemd_units_verify_clean(tmp_path: Path) -> None:
     assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
     # and the check does catch a broken unit
     broken = tmp_path / "broken.service"
-    broken.write_text(copies[0].read_text().replace("Restart=always", "Restart=sometimes"))
+    broken.write_text(copies[2].read_text().replace("Restart=always", "Restart=sometimes"))
     r = verify([broken])
     assert "Failed to parse service restart specifier" in r.stderr, r.stderr
 
@@ -65,3 +68,26 @@ def test_hooks_d_file_selects_annotated_containers() -> None:
     assert hook["version"] == "1.0.0" and hook["stages"] == ["createRuntime"]
     assert hook["hook"]["args"][:2] == ["metafs", "oci-hook"]
     assert list(hook["when"]["annotations"]) == ["^io\\.metafs\\.unit$"]
+
+
+@pytest.mark.timeout(60)
+def test_the_backup_unit_takes_a_backup(server: ServerProcess, tmp_path: Path) -> None:
+    """metafs-backup.service's command, as systemd hands it to the shell ($$ and %% unescaped,
+    $STATE_DIRECTORY set), against a real server: a verified backup lands there."""
+    unit = (ROOT / "contrib" / "systemd" / "metafs-backup.service").read_text()
+    line = next(x for x in unit.splitlines() if x.startswith("ExecStart="))
+    command = line.removeprefix("ExecStart=").replace("$$", "$").replace("%%", "%")
+    command = command.replace("/usr/local/bin/metafs", METAFS)
+    argv = shlex.split(command)
+    assert argv[:2] == ["/bin/sh", "-c"]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "STATE_DIRECTORY": str(tmp_path),
+        "METADATA_CONNECTION_URL": server.url,
+        "METAFS_TOKEN": OPERATOR_TOKEN,
+    }
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    (made,) = tmp_path.glob("metafs-*.jsonl")
+    assert re.fullmatch(r"metafs-\d{8}T\d{6}Z\.jsonl", made.name)
+    assert made.read_bytes().startswith(b'{"metafs_backup": 1')

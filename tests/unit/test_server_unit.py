@@ -11,6 +11,7 @@ import pytest
 from metafs import auth
 from metafs.server.app import MetadataServer
 from metafs.store import Guard, Op, Snapshot, Store, StoreError
+from metafs.store.base import Compaction
 from tests.support.servers import HEADERS, OPERATOR_TOKEN
 
 
@@ -32,6 +33,12 @@ class DownStore(Store):
         pass
 
     async def revision(self) -> int:
+        raise StoreError("disk I/O error")
+
+    async def renew_identity(self) -> str:
+        raise StoreError("disk I/O error")
+
+    async def compact(self, before: float) -> Compaction:
         raise StoreError("disk I/O error")
 
     async def close(self) -> None:
