@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.etcd_cluster import EtcdCluster
-from tests.support.servers import EXAMPLE, HEADERS, ZK1, ServerProcess, cli
+from tests.support.servers import HEADERS, ZK1, ServerProcess, cli
 
 pytestmark = pytest.mark.timeout(180)
 WRITERS = 4
@@ -39,14 +39,8 @@ def pairs_of(url: str) -> dict[int, tuple[str, str]]:
 
 
 def test_backup_under_writers_restores_into_sqlite_and_etcd(
-    server: ServerProcess, tmp_path: Path, etcd: EtcdCluster
+    loaded: httpx.Client, server: ServerProcess, tmp_path: Path, etcd: EtcdCluster
 ) -> None:
-    r = httpx.post(
-        f"{server.url}/v1/load",
-        content=EXAMPLE.read_bytes(),
-        headers={**HEADERS, "Content-Type": "application/yaml"},
-    )
-    assert r.status_code == 200
     unit_token = httpx.post(
         f"{server.url}/v1/tokens/", json={"kind": "unit", "subject": ZK1}, headers=HEADERS
     ).json()["token"]
@@ -109,14 +103,8 @@ def test_backup_under_writers_restores_into_sqlite_and_etcd(
 
 
 def test_a_cut_changed_or_foreign_file_is_refused_and_nothing_written(
-    server: ServerProcess, tmp_path: Path
+    loaded: httpx.Client, server: ServerProcess, tmp_path: Path
 ) -> None:
-    r = httpx.post(
-        f"{server.url}/v1/load",
-        content=EXAMPLE.read_bytes(),
-        headers={**HEADERS, "Content-Type": "application/yaml"},
-    )
-    assert r.status_code == 200
     good = tmp_path / "good.jsonl"
     assert cli("backup", str(good), "--server", server.url).returncode == 0
     data = good.read_bytes()

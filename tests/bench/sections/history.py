@@ -48,6 +48,20 @@ def metric(url: str, name: str) -> float:
     return 0.0
 
 
+def timed_cli(*args: str) -> float:
+    """Seconds one `metafs` command took (its Python start included); it must succeed."""
+    t0 = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, "-m", "metafs.cli", *args],
+        env={"METAFS_TOKEN": OPERATOR_TOKEN, "PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    return time.perf_counter() - t0
+
+
 def run(report: Report, tmp: Path) -> None:
     services = 100 if QUICK else 1000
     doc = scale_document(services=services)
@@ -62,35 +76,8 @@ def run(report: Report, tmp: Path) -> None:
             c.post("/v1/load", content=body, headers={"Content-Type": "application/json"}).raise_for_status()
             load_s = time.perf_counter() - t0
         file = tmp / "history-backup.jsonl"
-        env = {"METAFS_TOKEN": OPERATOR_TOKEN, "PATH": "/usr/bin:/bin"}
-        t0 = time.perf_counter()
-        r = subprocess.run(
-            [sys.executable, "-m", "metafs.cli", "backup", str(file), "--server", srv.url],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        backup_s = time.perf_counter() - t0
-        assert r.returncode == 0, r.stderr
-        t0 = time.perf_counter()
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "metafs.cli",
-                "restore",
-                str(file),
-                "--store",
-                f"sqlite://{tmp / 'restored.db'}",
-            ],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        restore_s = time.perf_counter() - t0
-        assert r.returncode == 0, r.stderr
+        backup_s = timed_cli("backup", str(file), "--server", srv.url)
+        restore_s = timed_cli("restore", str(file), "--store", f"sqlite://{tmp / 'restored.db'}")
         quiet = worst_read(srv.url, 3.0)
         # every account but one deleted: ~3 tombstones a unit, compacted once the server
         # restarts with a retention of 1 s (its first run, 1 s after the start)
