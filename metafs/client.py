@@ -120,14 +120,77 @@ class _Send:
 Exchange = Generator["_Send | float", "httpx.Response | httpx.TransportError | None", "Answer"]
 
 
-def _verify_for(roots: list[str]) -> ssl.SSLContext | bool:
-    """httpx's default (the system's CA certificates) where a server is reached over
-    https; for plain http, a context with no certificates, which would refuse any TLS
-    peer: loading them costs ~90 ms of every client's start (a restarted mount daemon's,
-    every CLI command's) for nothing."""
-    if any(urlsplit(root).scheme == "https" for root in roots):
-        return True
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+@dataclass(frozen=True, slots=True)
+class TLSOptions:
+    """How a client reaches https servers: the CA that signed them (default: the
+    system's), and a client certificate and key for servers that ask for one."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+def _verify_for(roots: list[str], tls: TLSOptions) -> ssl.SSLContext:
+    """For https servers, a context that trusts ``tls.ca_file`` (else the system's CAs)
+    and presents ``tls.cert_file``; for plain http, a context with no certificates, which
+    would refuse any TLS peer: loading them costs ~90 ms of every client's start (a
+    restarted mount daemon's, every CLI command's) for nothing."""
+    if not any(urlsplit(root).scheme == "https" for root in roots):
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        ctx = ssl.create_default_context(cafile=tls.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ClientError(f"--ca-file {tls.ca_file}: {getattr(exc, 'strerror', None) or exc}") from None
+    if tls.cert_file:
+        try:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise ClientError(f"--cert-file {tls.cert_file} / --key-file {tls.key_file}: {why}") from None
+    return ctx
+
+
+#: what OpenSSL says, and what it means to the person who reads the message
+_TLS_WHY = (
+    (
+        "unable to get local issuer certificate",
+        "unknown CA: the server's certificate is not signed by --ca-file's CA",
+    ),
+    ("self-signed certificate", "unknown CA: the server's certificate is not signed by --ca-file's CA"),
+    ("mismatch", "wrong name: the server's certificate is not for this host"),
+    ("certificate has expired", "the server's certificate has expired"),
+    ("CERTIFICATE_REQUIRED", "the server wants a client certificate (--cert-file, --key-file)"),
+    ("UNKNOWN_CA", "the server refused this client certificate (not signed by its client CA)"),
+    ("BAD_CERTIFICATE", "the server refused this client certificate"),
+    ("CERTIFICATE_EXPIRED", "the server refused this client certificate: it has expired"),
+    ("WRONG_VERSION_NUMBER", "the server does not speak TLS there (an http:// server?)"),
+)
+
+
+def why_failed(url: str, exc: httpx.TransportError) -> str:
+    """One line: what went wrong reaching ``url`` (a certificate problem named as such)."""
+    chain: list[BaseException] = []
+    seen = exc.__cause__ or exc.__context__
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join([str(exc), *(str(getattr(e, "verify_message", "") or e) for e in chain)])
+    for needle, meaning in _TLS_WHY:
+        if needle.lower() in text.lower():
+            return f"{url}: TLS: {meaning}"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        if url.startswith("https:"):
+            return f"{url}: the server closed the connection (does it want a client certificate? --cert-file)"
+        return f"{url}: the server closed the connection (does it speak https? then say https://)"
+    return f"{url}: {exc or type(exc).__name__}"
+
+
+def _once_each(errors: list[str]) -> str:
+    """The errors, each once, with how many times it came."""
+    counted: dict[str, int] = {}
+    for e in errors:
+        counted[e] = counted.get(e, 0) + 1
+    return "; ".join(e if n == 1 else f"{e} ({n} tries)" for e, n in counted.items())
 
 
 class _Base:
@@ -135,7 +198,12 @@ class _Base:
     failover order and backoff, errors. Each client only drives :meth:`_exchange`."""
 
     def __init__(
-        self, servers: str | list[str], token: str | None = None, timeout: float = 10.0, rounds: int = 3
+        self,
+        servers: str | list[str],
+        token: str | None = None,
+        timeout: float = 10.0,
+        rounds: int = 3,
+        tls: TLSOptions | None = None,
     ) -> None:
         self.roots = server_roots(servers)
         self.headers = {FLAVOR[0]: FLAVOR[1]}
@@ -147,7 +215,7 @@ class _Base:
         self._current = 0
         # a server that does not accept a connection within 2 s is taken for gone
         self._timeouts = httpx.Timeout(timeout, connect=min(timeout, 2.0))
-        self._verify = _verify_for(self.roots)
+        self._verify = _verify_for(self.roots, tls or TLSOptions())
         #: the identity of the store the servers answered from (protocol.STORE_HEADER)
         self.store = ""
 
@@ -180,7 +248,7 @@ class _Base:
                     # when reused (a busy client): once more at once, on a new connection
                     resp = yield _Send(method, url, kw)
                 if isinstance(resp, httpx.TransportError):
-                    errors.append(f"{url}: {resp or type(resp).__name__}")
+                    errors.append(why_failed(url, resp))
                     continue
                 assert resp is not None
                 if resp.status_code >= 500 and len(self.roots) > 1:
@@ -189,7 +257,7 @@ class _Base:
                 return self._answer(j, resp, ok)
             if round_ + 1 < self.rounds:
                 yield min(0.2 * 2**round_, 2.0)
-        raise ClientError("server unreachable: " + "; ".join(errors))
+        raise ClientError("server unreachable: " + _once_each(errors))
 
     def _answer(self, j: int, resp: httpx.Response, ok: tuple[int, ...]) -> Answer:
         self._current = j
@@ -217,8 +285,9 @@ class MetadataClient(_Base):
         timeout: float = 10.0,
         rounds: int = 3,
         transport: httpx.BaseTransport | None = None,
+        tls: TLSOptions | None = None,
     ) -> None:
-        super().__init__(servers, token, timeout, rounds)
+        super().__init__(servers, token, timeout, rounds, tls)
         self._http = httpx.Client(
             headers=self.headers, timeout=self._timeouts, transport=transport, verify=self._verify
         )
@@ -352,8 +421,9 @@ class AsyncMetadataClient(_Base):
         timeout: float = 10.0,
         rounds: int = 1,
         transport: httpx.AsyncBaseTransport | None = None,
+        tls: TLSOptions | None = None,
     ) -> None:
-        super().__init__(servers, token, timeout, rounds)
+        super().__init__(servers, token, timeout, rounds, tls)
         self._http = httpx.AsyncClient(
             headers=self.headers, timeout=self._timeouts, transport=transport, verify=self._verify
         )

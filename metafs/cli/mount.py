@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import traceback
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from .options import (
     seconds,
     servers,
     size,
+    tls_of,
     token,
 )
 
@@ -47,6 +49,7 @@ def mount_options(args: argparse.Namespace) -> MountOptions:
         anchors=args.anchors,
         status_socket=args.status_socket,
         metrics_listen=host_port(args.metrics_listen, "--metrics-listen") if args.metrics_listen else None,
+        tls=tls_of(args),
     )
 
 
@@ -83,6 +86,13 @@ def cmd_mount(args: argparse.Namespace) -> int:
     with os.fdopen(read_fd, "rb") as ready:
         message = ready.readline().decode().strip()  # EOF if the daemon dies first
     if message == "ok":
+        return 0
+    if message.startswith("ok unreachable: "):  # mounted all the same (boot order): say so
+        print(
+            f"metafs: mount: mounted, but no server answered ({message.removeprefix('ok unreachable: ')});"
+            " the daemon retries in the background",
+            file=sys.stderr,
+        )
         return 0
     if not message:
         _, status = os.waitpid(pid, 0)

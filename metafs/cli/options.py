@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeAlias
 
-from ..client import NO_SERVER, MetadataClient
+from ..client import NO_SERVER, MetadataClient, TLSOptions
 
 
 class Failure(Exception):
@@ -46,6 +46,35 @@ def client_options(p: argparse.ArgumentParser) -> None:
         help="the unit whose view self/, service/, stack/ keys read (default: $DEPLOYMENT_UNIT_ID)",
     )
     p.add_argument("--http-timeout", type=float, default=10.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    tls_options(p)
+
+
+def tls_options(p: argparse.ArgumentParser) -> None:
+    """How to reach https servers: their CA, and a client certificate for mutual TLS."""
+    p.add_argument(
+        "--ca-file",
+        default=os.environ.get("METAFS_CA_FILE"),
+        metavar="PEM",
+        help="trust https servers signed by this CA (default: $METAFS_CA_FILE, else the system's CAs)",
+    )
+    p.add_argument(
+        "--cert-file",
+        default=os.environ.get("METAFS_CERT_FILE"),
+        metavar="PEM",
+        help="client certificate for servers that ask for one (default: $METAFS_CERT_FILE)",
+    )
+    p.add_argument(
+        "--key-file",
+        default=os.environ.get("METAFS_KEY_FILE"),
+        metavar="PEM",
+        help="its private key (default: $METAFS_KEY_FILE)",
+    )
+
+
+def tls_of(args: argparse.Namespace) -> TLSOptions:
+    if bool(args.cert_file) != bool(args.key_file):
+        raise Failure("--cert-file and --key-file go together")
+    return TLSOptions(args.ca_file, args.cert_file, args.key_file)
 
 
 def log_options(p: argparse.ArgumentParser) -> None:
@@ -78,7 +107,7 @@ def token(args: argparse.Namespace) -> str | None:
 
 
 def client(args: argparse.Namespace) -> MetadataClient:
-    return MetadataClient(servers(args), token=token(args), timeout=args.http_timeout)
+    return MetadataClient(servers(args), token=token(args), timeout=args.http_timeout, tls=tls_of(args))
 
 
 def read_value(value: str) -> bytes:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import logging
 import os
+import sys
 from pathlib import Path
 
 from .. import heap, logs
@@ -11,11 +14,39 @@ from ..server.settings import Settings
 from .options import Failure, Subparsers, add_command, duration, log_options, positive, seconds, size
 
 DEFAULTS = Settings()
+log = logging.getLogger("metafs.server")
+
+
+def loopback(listen: str) -> bool:
+    """Whether ``--listen HOST:PORT`` binds to loopback only."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any address
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    tls_given = bool(args.tls_cert_file or args.tls_key_file)
+    if tls_given and not (args.tls_cert_file and args.tls_key_file):
+        print("metafs: serve: --tls-cert-file and --tls-key-file go together", file=sys.stderr)
+        return 2
+    if args.tls_client_ca_file and not tls_given:
+        print("metafs: serve: --tls-client-ca-file needs --tls-cert-file and --tls-key-file", file=sys.stderr)
+        return 2
+    if not tls_given and not loopback(args.listen) and not args.insecure_plaintext:
+        print(
+            f"metafs: serve: --listen {args.listen} is not loopback: give --tls-cert-file and"
+            " --tls-key-file (tokens and every container's identity would cross the network in"
+            " the clear), or --insecure-plaintext to serve plain HTTP there anyway",
+            file=sys.stderr,
+        )
+        return 2
     heap.use_system_allocator()  # before the server's stack is loaded: the process starts over
     from ..server.run import serve  # the server's stack is loaded by this command only
+    from ..server.tls import TLSError, TLSFiles
     from ..store import StoreError, default_store_url
 
     logs.setup(args.log_level, args.log_format)
@@ -41,9 +72,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token_file = (
         Path(args.operator_token_file) if args.operator_token_file else default_operator_token_file(store)
     )
+    if not tls_given and not loopback(args.listen):
+        log.warning(
+            "serving plain HTTP on %s (--insecure-plaintext): tokens cross the network in the clear",
+            args.listen,
+        )
+    tls = (
+        TLSFiles(
+            Path(args.tls_cert_file),
+            Path(args.tls_key_file),
+            args.tls_client_ca_file and Path(args.tls_client_ca_file),
+        )
+        if tls_given
+        else None
+    )
     try:
-        serve(args.listen, store, settings, args.log_level, token_file, args.etcd_compaction == "metafs")
-    except StoreError as exc:  # a store that cannot be opened, or of a newer format
+        serve(args.listen, store, settings, args.log_level, token_file, args.etcd_compaction == "metafs", tls)
+    except (StoreError, TLSError) as exc:  # a store that cannot be opened (or is newer); TLS files
         raise Failure(f"serve: {exc}") from None
     return 0
 
@@ -68,6 +113,23 @@ def add_commands(sub: Subparsers) -> None:
         metavar="URL",
         help="sqlite:///path/metafs.db, or etcd://HOST:PORT[,HOST:PORT...][/namespace] for an etcd v3"
         " cluster shared by several servers (default: $METAFS_STORE, else /var/lib/metafs/metafs.db as root)",
+    )
+    p.add_argument(
+        "--tls-cert-file",
+        metavar="FILE",
+        help="serve HTTPS only, with this certificate (PEM, its chain after it)",
+    )
+    p.add_argument("--tls-key-file", metavar="FILE", help="the certificate's private key (PEM)")
+    p.add_argument(
+        "--tls-client-ca-file",
+        metavar="FILE",
+        help="mutual TLS: answer only clients with a certificate signed by this CA (PEM);"
+        " SIGHUP re-reads all three",
+    )
+    p.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="allow plain HTTP on an address that is not loopback (refused without it)",
     )
     p.add_argument(
         "--history-retention",

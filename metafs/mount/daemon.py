@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import pyfuse3
 import trio
@@ -42,7 +43,7 @@ async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
         except OSError as exc:
             raise MountError(f"--anchors {opts.anchors}: {exc.strerror}") from None
     prepare_mountpoint(opts.mountpoint)
-    client = AsyncMetadataClient(opts.servers, opts.token)
+    client = AsyncMetadataClient(opts.servers, opts.token, tls=opts.tls)
     inodes = InodeTable((unit,) if unit else ())
     notifier = KernelNotifier(inodes, host_mode=unit is None)
     cache = ViewCache(
@@ -55,14 +56,24 @@ async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
         max_bytes=opts.cache_size,
     )
     fs = MetaFS(cache, inodes, notifier, unit, opts.cache_timeout)
+    unreachable = ""
     try:
         with trio.fail_after(opts.fetch_timeout):
             if unit is None:
                 await cache.load_units()
-            else:  # no data yet (views are fetched on first access): open the connection
-                await client.request("GET", "/healthz")
-    except (ClientError, trio.TooSlowError) as exc:
-        log.warning("server not reachable (%s); starting anyway, retrying in the background", exc)
+            else:  # no data yet (views are fetched on first access): the token is tried
+                await client.request("HEAD", f"/v1/view/{quote(unit, safe='')}/revision", ok=(200, 404))
+    except ClientError as exc:
+        if exc.status in (401, 403):  # a configuration error, not a boot-order one
+            raise MountError(
+                f"the server refused the token ({exc}): give one with --token, --token-file,"
+                " $METAFS_TOKEN or $METAFS_TOKEN_FILE"
+            ) from None
+        unreachable = str(exc)
+    except trio.TooSlowError:
+        unreachable = f"no answer within {opts.fetch_timeout:g}s"
+    if unreachable:
+        log.warning("server not reachable (%s); starting anyway, retrying in the background", unreachable)
     # resolve paths now: once mounted, a path through the mount is answered by this very
     # thread, so nothing here may touch it synchronously
     anchors = Anchors(opts.anchors, opts.mountpoint) if opts.anchors else None
@@ -118,7 +129,7 @@ async def run(opts: MountOptions, ready: Callable[[str], None]) -> None:
                 await anchors.sync(cache.units.children)  # stale binds replaced in place
                 await anchors.release_stale()
                 nursery.start_soon(_keep_anchored, anchors, cache)
-            ready("ok")
+            ready(f"ok unreachable: {unreachable}" if unreachable else "ok")
     finally:
         notifier.stop()
         pyfuse3.close(unmount=True)

@@ -3,7 +3,9 @@ reads from here (a module of its own: the CLI reads it without loading pyfuse3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ..client import TLSOptions
 
 
 @dataclass(frozen=True)
@@ -20,3 +22,4 @@ class MountOptions:
     anchors: str | None = None  # host mode: keep ANCHORS/<unit> bound (see anchors.py)
     status_socket: str | None = None  # default: status.socket_path(mountpoint)
     metrics_listen: tuple[str, int] | None = None  # also serve /metrics on this TCP address
+    tls: TLSOptions = field(default_factory=TLSOptions)  # https servers: their CA, a client certificate

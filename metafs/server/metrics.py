@@ -103,6 +103,17 @@ class ServerMetrics:
             "Tombstones removed by compaction",
             registry=self.registry,
         )
+        self.tls_reloads = Counter(
+            "metafs_tls_reloads",
+            "TLS files read again on SIGHUP, by result (ok, error: the old certificate stays)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.tls_expiry = Gauge(
+            "metafs_tls_certificate_expiry_timestamp_seconds",
+            "When the server's certificate expires (Unix time): alert before it lapses",
+            registry=self.registry,
+        )
         self.store_errors = Counter(
             "metafs_store_errors", "Requests answered 503 because the store failed", registry=self.registry
         )

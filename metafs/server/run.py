@@ -14,6 +14,7 @@ from ..store import open_store
 from .app import MetadataServer
 from .connections import ConnectionLimits, bounded_protocol, connection_bound, raise_fd_limit
 from .settings import Settings
+from .tls import ServerTLS, TLSFiles
 
 log = logging.getLogger("metafs.server")
 
@@ -25,6 +26,7 @@ def serve(
     log_level: str = "info",
     operator_token_file: Path | None = None,
     compact_etcd: bool = True,
+    tls: TLSFiles | None = None,
 ) -> None:
     """Run the server until SIGTERM/SIGINT."""
     import uvicorn
@@ -36,6 +38,15 @@ def serve(
     if token_path is not None:
         log.info("operator token in %s", token_path)
     server = MetadataServer(open_store(store_url, compact_etcd), settings, operator_digest)
+    live = None
+    if tls is not None:
+
+        def reloaded(ok: bool, expires: float) -> None:
+            server.metrics.tls_reloads.labels("ok" if ok else "error").inc()
+            server.metrics.tls_expiry.set(expires)
+
+        live = ServerTLS(tls, reloaded)  # TLSError at start: the caller says it and exits
+        server.metrics.tls_expiry.set(live.expires)
     fd_limit = raise_fd_limit()
     limits = ConnectionLimits(
         header_timeout=server.settings.header_timeout,
@@ -65,6 +76,7 @@ def serve(
         # X-Forwarded-* are refused, not believed (see _principal); and one middleware
         # less is one coroutine frame less on each of 10,000 parked long polls
         proxy_headers=False,
+        ssl_context_factory=(lambda _config, _default: live.context) if live is not None else None,
     )
     log.info("store %s", store_url)
     # 10,000 parked long polls are about a million objects that live until answered. With
@@ -78,6 +90,10 @@ def serve(
     # our own makes that a no-op, so a clean SIGTERM/SIGINT stop exits with status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    # SIGHUP re-reads the TLS files (never stops the server, whose default it would be)
+    signal.signal(
+        signal.SIGHUP, lambda *_: live.reload() if live else log.warning("SIGHUP: no TLS to reload")
+    )
 
     class _Uvicorn(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:

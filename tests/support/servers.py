@@ -7,6 +7,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -38,10 +39,23 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
     store: str | None = None  # a store URL other than ``sqlite://<db>`` (etcd://...)
     fd_limit: int | None = None  # soft and hard RLIMIT_NOFILE of the process (as a tight host has)
+    #: TLS: the CA that signed the server's certificate (then the URL is https), and a
+    #: client certificate and key for its health check when it wants one
+    ca: Path | None = None
+    client_cert: tuple[Path, Path] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca else 'http'}://127.0.0.1:{self.port}"
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """What httpx verifies this server with (``verify=``)."""
+        if self.ca is None:
+            return True
+        ctx = ssl.create_default_context(cafile=self.ca)
+        if self.client_cert:
+            ctx.load_cert_chain(*self.client_cert)
+        return ctx
 
     def start(self, *extra: str) -> ServerProcess:
         cmd = [sys.executable, "-m", "metafs.cli", "serve", "--listen", f"127.0.0.1:{self.port}"]
@@ -57,7 +71,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"metafs serve exited with {self.proc.returncode}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=1, verify=self.verify()).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
