@@ -1,6 +1,6 @@
 """Tokens and scopes: who may read what.
 
-Three kinds of token:
+Four kinds of token:
 
 - **operator**: reads everything, writes, mints and revokes tokens. The first one comes
   from a file (made on first start, mode 0600) or ``$METAFS_OPERATOR_TOKEN``.
@@ -8,6 +8,8 @@ Three kinds of token:
   (a unit's ``host`` field), the seed paths of their services, nothing else.
 - **unit**: what a container may hold; reads its own view and the seed paths of its own
   service, nothing of another service or account; never writes.
+- **reader**: what a dashboard, a scraper or an auditor holds; reads what an operator
+  reads (``/metrics`` too, with ``--metrics-auth token``), writes nothing, mints no tokens.
 
 A token is ``mfs_<kind>_<random>``; the store keeps only its SHA-256, under the first 16
 hex digits (the token's public id), and the full digest is compared in constant time.
@@ -24,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-Kind = Literal["operator", "host", "unit"]
-KINDS: tuple[Kind, ...] = ("operator", "host", "unit")
+Kind = Literal["operator", "host", "unit", "reader"]
+KINDS: tuple[Kind, ...] = ("operator", "host", "unit", "reader")
 ID_LEN = 16
 
 

@@ -9,7 +9,7 @@ import re
 from datetime import UTC, datetime
 
 #: metafs tokens (``mfs_<kind>_<secret>``) and bearer credentials, wherever they appear
-_SECRET = re.compile(r"(mfs_(?:operator|host|unit)_)[A-Za-z0-9_\-]+|((?i:bearer)\s+)\S+")
+_SECRET = re.compile(r"(mfs_(?:operator|host|unit|reader)_)[A-Za-z0-9_\-]+|((?i:bearer)\s+)\S+")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

@@ -53,8 +53,8 @@ class Reads:
         return descend(await layouts.units_tree(snap, scope), segs)
 
     async def document(self, snap: Snapshot, segs: list[str], scope: Scope) -> Node | None:
-        """``/v1/accounts/...``, ``/v1/hosts/...``: the document API (operators only)."""
-        scope.require_operator()
+        """``/v1/accounts/...``, ``/v1/hosts/...``: the document API (operators and readers)."""
+        scope.require_all()
         return await layouts.document_tree(snap, segs)
 
     async def tokens(self, snap: Snapshot, segs: list[str], scope: Scope) -> Node | None:

@@ -25,6 +25,13 @@ class Scope:
     services: frozenset[tuple[str, ...]] | None
     list_prefix: str
 
+    def require_all(self) -> None:
+        """Reads of everything at once (the document API): operators and readers."""
+        if self.units is not None:
+            raise Forbidden(
+                f"a {self.principal.kind} token may not do this: it needs an operator or reader token"
+            )
+
     def require_operator(self) -> None:
         if not self.principal.operator:
             raise Forbidden(f"a {self.principal.kind} token may not do this: it needs an operator token")
@@ -43,7 +50,7 @@ class Scope:
 
 
 async def scope_of(snap: Snapshot, principal: auth.Principal) -> Scope:
-    if principal.operator:
+    if principal.operator or principal.kind == "reader":  # the reader reads, never writes
         return Scope(principal, None, None, "i/")
     if principal.kind == "unit":
         idx = await snap.get(index_key(principal.subject))

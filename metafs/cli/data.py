@@ -78,7 +78,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     with client(args) as c:
         if args.action == "create":
-            if args.kind != "operator" and not args.subject:
+            if args.kind in ("host", "unit") and not args.subject:
                 raise Failure(f"a {args.kind} token needs a subject: the {args.kind} it is for")
             data = c.create_token(args.kind, args.subject or "")
             print(data["token"])
@@ -138,7 +138,7 @@ def add_commands(sub: Subparsers) -> None:
     p = add_command(sub, "token", cmd_token, "mint, list and revoke tokens (operator)")
     tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     t = tsub.add_parser("create", help="mint a token; it is printed once and only its hash is kept")
-    t.add_argument("--kind", required=True, choices=["operator", "host", "unit"])
+    t.add_argument("--kind", required=True, choices=["operator", "host", "unit", "reader"])
     t.add_argument("--subject", help="the host name (host tokens) or unit id (unit tokens)")
     client_options(t)
     t = tsub.add_parser("list", help="list token ids, kinds and subjects")

@@ -67,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         view_bytes=args.view_cache_size,
         rendered_bytes=args.render_cache_size,
         history_retention=args.history_retention,
+        metrics_auth=args.metrics_auth,
     )
     store = args.store or default_store_url()
     token_file = (
@@ -125,6 +126,13 @@ def add_commands(sub: Subparsers) -> None:
         metavar="FILE",
         help="mutual TLS: answer only clients with a certificate signed by this CA (PEM);"
         " SIGHUP re-reads all three",
+    )
+    p.add_argument(
+        "--metrics-auth",
+        choices=("none", "token"),
+        default=DEFAULTS.metrics_auth,
+        help="none: /metrics is open (the default: no ids or values in it); token: it needs an"
+        " operator or reader token (Authorization: Bearer)",
     )
     p.add_argument(
         "--insecure-plaintext",

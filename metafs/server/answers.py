@@ -29,7 +29,14 @@ from .http import LONG_POLL, PROXY_HEADERS, READ_AT, has_param, raw_path
 #: the request headers an answer depends on (see ``Api.principal`` and ``Api.read``):
 #: every header that carries a token or changes the answer's shape
 KEYED_HEADERS = frozenset(
-    {b"accept", b"authorization", b"if-none-match", b"metadata-flavor", consul.TOKEN_HEADER.lower().encode()}
+    {
+        b"accept",
+        b"accept-encoding",  # a gzip answer is never sent to a client that did not ask for it
+        b"authorization",
+        b"if-none-match",
+        b"metadata-flavor",
+        consul.TOKEN_HEADER.lower().encode(),
+    }
 )
 
 _PROXIED = frozenset(h.lower().encode() for h in PROXY_HEADERS)

@@ -460,7 +460,9 @@ class Api:
             return self.written(request, await self.writes.revoke_token(rest[0]))
         data = parse_body(await self.body(request), request.headers.get("content-type", ""), "token")
         if not isinstance(data, dict) or set(data) - {"kind", "subject"} or "kind" not in data:
-            raise HTTPError(400, 'token: expected {"kind": "operator"|"host"|"unit", "subject": NAME}')
+            raise HTTPError(
+                400, 'token: expected {"kind": "operator"|"host"|"unit"|"reader", "subject": NAME}'
+            )
         token, info = await self.writes.create_token(str(data["kind"]), str(data.get("subject", "")))
         body = json.dumps({"token": token, **info}) + "\n"
         return Response(body, 201, media_type=JSON, headers={"Cache-Control": "no-store"})

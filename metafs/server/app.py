@@ -22,12 +22,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .. import auth
+from ..catalog import authenticate
 from ..protocol import REVISION_HEADER, STORE_HEADER
 from ..store import Store, StoreError
 from . import static
 from .answers import AnswerCache
 from .api import Api
 from .compaction import compact_forever
+from .encoding import compressed
 from .http import TEXT, HTTPError, raw_path
 from .metrics import ServerMetrics, exposition
 from .settings import Settings
@@ -101,9 +104,11 @@ class MetadataServer:
         return self.starlette(scope, receive, send)
 
     async def _v1(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.api(Request(scope, receive))
+        request = Request(scope, receive)
+        response = await self.api(request)
         if self.store.identity:  # every answer says which store it is from
             response.headers.setdefault(STORE_HEADER, self.store.identity)
+        response = await compressed(request, response)
         await response(scope, receive, send)
 
     def forget(self) -> None:
@@ -145,6 +150,29 @@ class MetadataServer:
             return Response(f"ok revision {rev}\n", headers={REVISION_HEADER: str(rev)}, media_type=TEXT)
         return Response("ok\n", media_type=TEXT)
 
+    async def _metrics_refused(self, request: Request) -> Response | None:
+        """401 without a valid token, 403 for a token that may not read everything."""
+        token = auth.bearer(request.headers.get("authorization"))
+        challenge = {"WWW-Authenticate": 'Bearer realm="metafs"'}
+        if not token:
+            return Response(
+                "/metrics needs an operator or reader token (--metrics-auth token)\n", 401, challenge
+            )
+        if self.api.operator_digest and auth.same_digest(auth.digest(token), self.api.operator_digest):
+            return None
+        try:
+            async with self.store.snapshot() as snap:
+                principal = await authenticate(snap, token)
+        except StoreError as exc:
+            return self.api.store_unavailable(request, exc)
+        if principal is None:
+            return Response("invalid or revoked token\n", 401, challenge)
+        if principal.kind not in ("operator", "reader"):
+            return Response(
+                f"a {principal.kind} token may not read /metrics: it needs an operator or reader token\n", 403
+            )
+        return None
+
     async def _is_operator(self, request: Request) -> bool:
         try:
             return (await self.api.principal(request)).operator
@@ -152,7 +180,12 @@ class MetadataServer:
             return False
 
     async def metrics_page(self, request: Request) -> Response:
-        """Prometheus metrics. No token needed (scrapers rarely send one): they carry
-        counts and timings by route, never ids, names or values."""
+        """Prometheus metrics: counts and timings by route, never ids, names or values.
+        Open by default; with ``--metrics-auth token`` only to an operator or reader token
+        (a bearer token alone: Prometheus cannot send the metadata header)."""
+        if self.settings.metrics_auth == "token":
+            refused = await self._metrics_refused(request)
+            if refused is not None:
+                return refused
         body, content_type = exposition(self.metrics.registry)
         return Response(body, headers={"Content-Type": content_type})

@@ -26,3 +26,6 @@ class Settings:
     rendered_bytes: int = 16 << 20  # rendered whole unit views kept (see render.py)
     #: tombstones of deletes older than this are compacted away (seconds; see compaction.py)
     history_retention: float = 3600.0
+    #: ``none``: /metrics is open (it names no ids or values); ``token``: it needs an
+    #: operator or reader token (``Authorization: Bearer``, as Prometheus sends it)
+    metrics_auth: str = "none"

@@ -1,5 +1,5 @@
 // metafs /ui: accounts -> stacks -> services -> units, with values and revisions, kept live
-// by a long poll on /v1/accounts/. Read-only; needs an operator token. Every value is put
+// by a long poll on /v1/accounts/. Read-only; needs an operator or reader token. Every value is put
 // on the page as text (textContent), never as HTML.
 "use strict";
 
@@ -114,10 +114,10 @@ async function follow() {
 async function start() {
   showError("");
   document.getElementById("login").hidden = true;
-  // operator tokens only: the token list is theirs alone
-  const probe = await fetch("/v1/tokens/?format=json", { headers: headers(), cache: "no-store" });
+  // operator and reader tokens: the document API is theirs
+  const probe = await fetch("/v1/accounts/?format=json", { headers: headers(), cache: "no-store" });
   if (probe.status !== 200) {
-    return login(probe.status === 401 ? "Invalid or revoked token." : "An operator token is required.");
+    return login(probe.status === 401 ? "Invalid or revoked token." : "An operator or reader token is required.");
   }
   follow();
 }

@@ -95,7 +95,7 @@ def test_the_page_shows_the_tree_live(
 
 
 @pytest.mark.timeout(120)
-def test_the_page_needs_an_operator_token(
+def test_the_page_needs_an_operator_or_reader_token(
     loaded: httpx.Client, server: ServerProcess, browser: webdriver.Chrome
 ) -> None:
     unit_token = cli(
@@ -104,9 +104,15 @@ def test_the_page_needs_an_operator_token(
     assert unit_token.startswith("mfs_unit_")
     browser.get(f"{server.url}/ui#token={unit_token}")
     wait_for(browser, "the refusal", lambda d: d.find_element(By.ID, "error").text != "")
-    assert browser.find_element(By.ID, "error").text == "An operator token is required."
+    assert browser.find_element(By.ID, "error").text == "An operator or reader token is required."
     assert browser.find_element(By.ID, "login").is_displayed()
     assert browser.find_elements(By.CSS_SELECTOR, "details") == []
+    reader = cli("token", "create", "--kind", "reader", "--server", server.url).stdout.strip()
+    assert reader.startswith("mfs_reader_")
+    browser.get(f"{server.url}/ui#token={reader}")  # a reader sees the page
+    wait_for(browser, "the tree, to a reader", lambda d: len(d.find_elements(By.CSS_SELECTOR, "details")) > 0)
+    assert browser.find_element(By.ID, "error").text == ""
+    browser.execute_script("sessionStorage.clear()")
     browser.get(f"{server.url}/ui#token=mfs_operator_wrong")
     wait_for(
         browser, "the refusal", lambda d: d.find_element(By.ID, "error").text == "Invalid or revoked token."
