@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeAlias
 
 from ..client import NO_SERVER, MetadataClient, TLSOptions
+from ..store.etcd_gateway import EtcdAccess
 
 
 class Failure(Exception):
@@ -69,6 +70,31 @@ def tls_options(p: argparse.ArgumentParser) -> None:
         metavar="PEM",
         help="its private key (default: $METAFS_KEY_FILE)",
     )
+
+
+def etcd_options(p: argparse.ArgumentParser) -> None:
+    """How to reach a secured etcd (``--store etcd+https://...``)."""
+    p.add_argument("--etcd-ca-file", metavar="PEM", help="the CA of etcd's certificates")
+    p.add_argument(
+        "--etcd-cert-file", metavar="PEM", help="a client certificate for etcd (no CN with users on)"
+    )
+    p.add_argument("--etcd-key-file", metavar="PEM", help="its private key")
+    p.add_argument("--etcd-user", metavar="NAME", help="an etcd user (its password: $METAFS_ETCD_PASSWORD)")
+    p.add_argument("--etcd-password-file", metavar="PATH", help="read the etcd user's password from a file")
+
+
+def etcd_access(args: argparse.Namespace) -> EtcdAccess:
+    if bool(args.etcd_cert_file) != bool(args.etcd_key_file):
+        raise Failure("--etcd-cert-file and --etcd-key-file go together")
+    password = os.environ.get("METAFS_ETCD_PASSWORD")
+    if args.etcd_password_file:
+        try:
+            password = Path(args.etcd_password_file).read_text().strip()
+        except OSError as exc:
+            raise Failure(f"--etcd-password-file {args.etcd_password_file}: {exc.strerror}") from None
+    if args.etcd_user and not password:
+        raise Failure("--etcd-user needs a password: $METAFS_ETCD_PASSWORD or --etcd-password-file")
+    return EtcdAccess(args.etcd_ca_file, args.etcd_cert_file, args.etcd_key_file, args.etcd_user, password)
 
 
 def tls_of(args: argparse.Namespace) -> TLSOptions:

@@ -11,7 +11,18 @@ from pathlib import Path
 
 from .. import heap, logs
 from ..server.settings import Settings
-from .options import Failure, Subparsers, add_command, duration, log_options, positive, seconds, size
+from .options import (
+    Failure,
+    Subparsers,
+    add_command,
+    duration,
+    etcd_access,
+    etcd_options,
+    log_options,
+    positive,
+    seconds,
+    size,
+)
 
 DEFAULTS = Settings()
 log = logging.getLogger("metafs.server")
@@ -88,7 +99,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else None
     )
     try:
-        serve(args.listen, store, settings, args.log_level, token_file, args.etcd_compaction == "metafs", tls)
+        compact = args.etcd_compaction == "metafs"
+        serve(args.listen, store, settings, args.log_level, token_file, compact, tls, etcd_access(args))
     except (StoreError, TLSError) as exc:  # a store that cannot be opened (or is newer); TLS files
         raise Failure(f"serve: {exc}") from None
     return 0
@@ -127,6 +139,7 @@ def add_commands(sub: Subparsers) -> None:
         help="mutual TLS: answer only clients with a certificate signed by this CA (PEM);"
         " SIGHUP re-reads all three",
     )
+    etcd_options(p)
     p.add_argument(
         "--metrics-auth",
         choices=("none", "token"),

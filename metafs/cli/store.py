@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 
 from .. import backup
-from .options import Failure, Subparsers, add_command, client, client_options
+from ..store.etcd_gateway import EtcdAccess
+from .options import Failure, Subparsers, add_command, client, client_options, etcd_access, etcd_options
 
 #: records per etcd transaction in a restore (etcd refuses more than --max-txn-ops, 128 by
 #: default); SQLite takes the whole backup in one transaction
@@ -74,7 +75,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise Failure(f"cannot read {args.file}: {exc.strerror}") from None
     except backup.BackupError as exc:
         raise Failure(f"{args.file} is refused, nothing was written: {exc}") from None
-    identity, revision = anyio.run(_restore, args.store, done, args.batch)
+    identity, revision = anyio.run(_restore, args.store, done, args.batch, etcd_access(args))
     c_ = done.counts
     print(
         f"restored {c_.records} records ({c_.units} units, {c_.tokens} tokens) of the backup at"
@@ -83,11 +84,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _restore(url: str, done: backup.Backup, batch: int) -> tuple[str, int]:
+async def _restore(url: str, done: backup.Backup, batch: int, etcd: EtcdAccess) -> tuple[str, int]:
     from ..store import Put, StoreError, open_store
 
     try:
-        store = open_store(url)
+        store = open_store(url, etcd=etcd)
     except (StoreError, ValueError) as exc:
         raise Failure(f"{exc}") from None
     try:
@@ -136,3 +137,4 @@ def add_commands(sub: Subparsers) -> None:
         help="records per etcd transaction (at most etcd's --max-txn-ops; default %(default)s);"
         " SQLite takes all in one",
     )
+    etcd_options(p)

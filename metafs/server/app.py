@@ -60,6 +60,8 @@ class MetadataServer:
         self.metrics = ServerMetrics()
         self.api = Api(store, self.settings, self.metrics, operator_digest)
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: why the store could not be opened at start (a newer format, etcd refusing us)
+        self.startup_error: StoreError | None = None
         self.starlette = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET", "HEAD"]),
@@ -123,7 +125,13 @@ class MetadataServer:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self._loop = asyncio.get_running_loop()
         try:
-            async with self.store.running(), anyio.create_task_group() as tg:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    await stack.enter_async_context(self.store.running())
+                except StoreError as exc:  # uvicorn would only log it: run.serve raises it
+                    self.startup_error = exc
+                    raise
+                tg = await stack.enter_async_context(anyio.create_task_group())
                 tg.start_soon(self.api.polls.reap_disconnected)
                 retention = self.settings.history_retention
                 tg.start_soon(compact_forever, self.store, retention, self.metrics, self.answers.clear)

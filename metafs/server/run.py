@@ -11,6 +11,7 @@ from types import FrameType
 
 from .. import auth
 from ..store import open_store
+from ..store.etcd_gateway import EtcdAccess
 from .app import MetadataServer
 from .connections import ConnectionLimits, bounded_protocol, connection_bound, raise_fd_limit
 from .settings import Settings
@@ -27,6 +28,7 @@ def serve(
     operator_token_file: Path | None = None,
     compact_etcd: bool = True,
     tls: TLSFiles | None = None,
+    etcd: EtcdAccess | None = None,
 ) -> None:
     """Run the server until SIGTERM/SIGINT."""
     import uvicorn
@@ -37,7 +39,7 @@ def serve(
     operator_digest, token_path = auth.operator_token(operator_token_file)
     if token_path is not None:
         log.info("operator token in %s", token_path)
-    server = MetadataServer(open_store(store_url, compact_etcd), settings, operator_digest)
+    server = MetadataServer(open_store(store_url, compact_etcd, etcd), settings, operator_digest)
     live = None
     if tls is not None:
 
@@ -100,4 +102,10 @@ def serve(
             super().handle_exit(sig, frame)
             server.stop_soon()
 
-    _Uvicorn(config).run()
+    try:
+        _Uvicorn(config).run()
+    except SystemExit:  # uvicorn exits 3 when the lifespan fails: say why, once, instead
+        if server.startup_error is None:
+            raise
+    if server.startup_error is not None:
+        raise server.startup_error

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .base import Conflict, Delete, Guard, Item, Op, Put, Snapshot, Store, StoreError, TooLarge, yielding
+
+if TYPE_CHECKING:
+    from .etcd_gateway import EtcdAccess
 
 __all__ = [
     "Conflict",
@@ -36,7 +40,7 @@ def default_store_url() -> str:
     return f"sqlite://{base / 'metafs.db'}"
 
 
-def open_store(url: str, compact_etcd: bool = True) -> Store:
+def open_store(url: str, compact_etcd: bool = True, etcd: EtcdAccess | None = None) -> Store:
     """Open the store named by ``url``: ``sqlite:///path/to/file.db`` or
     ``etcd://host:port[,host:port...][/namespace]`` (namespace ``metafs`` by default).
     ``compact_etcd``: compaction compacts etcd's own history too (else etcd does it)."""
@@ -48,10 +52,11 @@ def open_store(url: str, compact_etcd: bool = True) -> Store:
         from .sqlite import SqliteStore
 
         return SqliteStore(path)
-    if parts.scheme == "etcd":
+    if parts.scheme in ("etcd", "etcd+https"):
         from .etcd import EtcdStore
 
-        return EtcdStore(url, compact_etcd=compact_etcd)
+        return EtcdStore(url, compact_etcd=compact_etcd, access=etcd)
     raise ValueError(
-        f"unknown store URL {url!r}: expected sqlite:///path/metafs.db or etcd://HOST:PORT[,HOST:PORT...][/namespace]"
+        f"unknown store URL {url!r}: expected sqlite:///path/metafs.db or"
+        " etcd://HOST:PORT[,HOST:PORT...][/namespace] (etcd+https:// over TLS)"
     )

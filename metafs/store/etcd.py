@@ -54,7 +54,7 @@ from .base import (
     prefix_end,
 )
 from .etcd_compaction import EtcdCompactor
-from .etcd_gateway import Compacted, Gateway, b64, decode, encode, parse_url, unb64
+from .etcd_gateway import Compacted, EtcdAccess, EtcdAuthError, Gateway, b64, decode, encode, parse_url, unb64
 from .etcd_info import open_namespace
 from .watched import READER_WAIT, Watched
 
@@ -211,9 +211,11 @@ class _EtcdSnapshot(Snapshot):
 class EtcdStore(Store):
     """A :class:`Store` in an etcd v3 cluster, shared by any number of metafs servers."""
 
-    def __init__(self, url: str, timeout: float = 10.0, compact_etcd: bool = True) -> None:
+    def __init__(
+        self, url: str, timeout: float = 10.0, compact_etcd: bool = True, access: EtcdAccess | None = None
+    ) -> None:
         endpoints, self.namespace = parse_url(url)
-        self.gateway = Gateway(endpoints, timeout)
+        self.gateway = Gateway(endpoints, timeout, access)
         self.live = self.namespace + "k/"
         self.tomb = self.namespace + "d/"
         self.info = self.namespace + "info/"
@@ -383,8 +385,8 @@ class EtcdStore(Store):
         try:
             with anyio.move_on_after(2.0):
                 self.identity = await self._read_identity()
-        except FormatError:
-            raise  # a newer metafs's store: refused at start
+        except (FormatError, EtcdAuthError):
+            raise  # a newer metafs's store, or etcd refusing us: refused at start
         except StoreError:
             pass  # etcd not there yet: the watch reads it
         async with anyio.create_task_group() as tg:
@@ -414,7 +416,11 @@ class EtcdStore(Store):
                 body = {"create_request": {**create, "start_revision": str(start)}}
                 async with self.gateway.stream("/v3/watch", body) as resp:
                     async for line in resp.aiter_lines():
-                        result = json.loads(line).get("result") or {}
+                        answer = json.loads(line)
+                        if "error" in answer:  # an expired auth token, most often: log in again
+                            self.gateway.token = ""
+                            raise StoreError(f"etcd watch: {answer['error'].get('message', answer['error'])}")
+                        result = answer.get("result") or {}
                         if result.get("compact_revision") or result.get("canceled"):
                             # the revisions we missed are gone: every waiter re-reads
                             head = await self.revision()

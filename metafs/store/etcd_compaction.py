@@ -25,7 +25,7 @@ import time
 from collections import deque
 
 from .base import Compaction
-from .etcd_gateway import Compacted, Gateway, b64, decode
+from .etcd_gateway import Compacted, EtcdAuthError, Gateway, b64, decode
 from .etcd_info import raise_compacted, read_compacted
 
 log = logging.getLogger("metafs.store.etcd")
@@ -93,7 +93,16 @@ class EtcdCompactor:
         cut = max((rev for t, rev in self._samples if t <= before), default=0)
         if cut <= self.etcd_compacted:
             return
-        with contextlib.suppress(Compacted):  # another server (or etcd itself) was there first
-            await self.gateway.call("/v3/kv/compaction", {"revision": str(cut)})
+        try:
+            with contextlib.suppress(Compacted):  # another server (or etcd itself) was there first
+                await self.gateway.call("/v3/kv/compaction", {"revision": str(cut)})
+        except EtcdAuthError as exc:  # etcd users: compaction may need the root role
+            self.history = False
+            log.warning(
+                "etcd refused to compact its history (%s): leaving it to etcd from now on;"
+                " run with --etcd-compaction etcd and etcd's --auto-compaction-retention",
+                exc,
+            )
+            return
         self.etcd_compacted = cut
         log.info("etcd history compacted at revision %d", cut)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +32,35 @@ PAGE = 2000
 
 class Compacted(StoreError):
     """etcd no longer has the revision a read asked for."""
+
+
+class EtcdAuthError(StoreError):
+    """etcd refused the user and password (or the client certificate): a configuration
+    error, fatal at start."""
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdAccess:
+    """How to reach a secured etcd (``etcd+https://``): its CA, a client certificate (with
+    no CN when users are on: etcd's gateway refuses one with a CN), a user and password."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    user: str | None = None
+    password: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+            if self.cert_file:
+                ctx.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            what = (
+                f"--etcd-cert-file {self.cert_file}" if self.cert_file else f"--etcd-ca-file {self.ca_file}"
+            )
+            raise EtcdAuthError(f"{what}: {getattr(exc, 'strerror', None) or exc}") from None
+        return ctx
 
 
 #: gRPC codes (as the gateway reports them) after which another member, or the same one a
@@ -62,8 +93,10 @@ def decode(raw: str | None) -> tuple[float, str]:
 
 
 def parse_url(url: str) -> tuple[list[str], str]:
-    """``etcd://host:port[,host:port...][/namespace]`` -> member URLs and the key prefix."""
+    """``etcd://host:port[,host:port...][/namespace]`` (``etcd+https://``: over TLS) ->
+    member URLs and the key prefix."""
     parts = urlsplit(url)
+    scheme = "https" if parts.scheme == "etcd+https" else "http"
     hosts = [h.strip() for h in parts.netloc.split(",") if h.strip()]
     if not hosts:
         raise ValueError(f"store URL {url!r} names no etcd member (etcd://127.0.0.1:2379,...)")
@@ -72,23 +105,29 @@ def parse_url(url: str) -> tuple[list[str], str]:
         if not host or not port.isdigit():
             raise ValueError(f"store URL {url!r}: etcd member {h!r} is not HOST:PORT")
     ns = parts.path.strip("/")
-    return [f"http://{h}" for h in hosts], (ns + "/" if ns else "metafs/")
+    return [f"{scheme}://{h}" for h in hosts], (ns + "/" if ns else "metafs/")
 
 
 class Gateway:
     """The members of one etcd cluster, called in turn: the one that answered last first."""
 
-    def __init__(self, endpoints: list[str], timeout: float) -> None:
+    def __init__(self, endpoints: list[str], timeout: float, access: EtcdAccess | None = None) -> None:
         self.endpoints = endpoints
         self.timeout = timeout
+        self.access = access or EtcdAccess()
         self.current = 0
         self.closed = False
+        #: etcd's auth token (``--etcd-user``): sent raw as ``Authorization``, renewed when it
+        #: expires (``--auth-token-ttl`` idle seconds)
+        self.token = ""
+        https = any(e.startswith("https:") for e in endpoints)
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=1.0),
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
             # the gateway passes Grpc-Metadata-* on: fail requests and watches on a member
             # that has lost its leader instead of letting them hang there
             headers={"Grpc-Metadata-hasleader": "true"},
+            verify=self.access.context() if https else True,
         )
 
     @property
@@ -102,10 +141,24 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
         """A streamed POST to the current member with no read timeout (the watch)."""
+        if self.access.user and not self.token:
+            await self.authenticate()
         async with self.http.stream(
-            "POST", self.endpoint + path, json=body, timeout=httpx.Timeout(None, connect=1.0)
+            "POST",
+            self.endpoint + path,
+            json=body,
+            timeout=httpx.Timeout(None, connect=1.0),
+            headers={"Authorization": self.token} if self.token else None,
         ) as resp:
             yield resp
+
+    async def authenticate(self) -> None:
+        """A new auth token for ``--etcd-user`` (etcd's simple tokens expire when idle)."""
+        self.token = ""
+        data = await self.call(
+            "/v3/auth/authenticate", {"name": self.access.user, "password": self.access.password or ""}
+        )
+        self.token = str(data.get("token", ""))
 
     async def pages(
         self, prefix: str, revision: int = 0
@@ -135,11 +188,17 @@ class Gateway:
         if self.closed:
             raise StoreError("store is closed")
         deadline = time.monotonic() + self.timeout
-        backoff, problem = Backoff(0.02, 0.5), ""
+        backoff, problem, renewed = Backoff(0.02, 0.5), "", False
+        logging_in = path == "/v3/auth/authenticate"
+        if self.access.user and not self.token and not logging_in:
+            await self.authenticate()
         while True:
             endpoint = self.endpoint
             try:
-                resp = await self.http.post(endpoint + path, json=body)
+                headers = {"Authorization": self.token} if self.token and not logging_in else None
+                resp = await self.http.post(endpoint + path, json=body, headers=headers)
+                if resp.status_code == 400 and b"HTTPS server" in resp.content:
+                    raise EtcdAuthError(f"etcd {endpoint} speaks TLS: use etcd+https:// (and --etcd-ca-file)")
                 data: dict[str, Any] = resp.json()
             except (httpx.HTTPError, ValueError) as exc:
                 problem = f"{endpoint}: {type(exc).__name__} {exc}".strip()
@@ -147,6 +206,21 @@ class Gateway:
                 if resp.status_code == 200 and "error" not in data:
                     return data
                 message = str(data.get("message") or data.get("error") or resp.status_code)
+                if logging_in and "authentication failed" in message:
+                    raise EtcdAuthError(
+                        f"etcd authentication failed for user {self.access.user!r} at {endpoint}:"
+                        " wrong name or password (--etcd-user, $METAFS_ETCD_PASSWORD or --etcd-password-file)"
+                    )
+                if "invalid auth token" in message and self.access.user and not renewed:
+                    renewed = True  # expired while idle: log in again, try once more
+                    await self.authenticate()
+                    continue
+                if "CommonName" in message:
+                    raise EtcdAuthError(f"etcd {endpoint}: {message} (use a client certificate with no CN)")
+                if "user name is empty" in message or "permission denied" in message:
+                    raise EtcdAuthError(
+                        f"etcd {endpoint}{path}: {message} (--etcd-user, and its role's keys)"
+                    )
                 for text, flag in LIMITS.items():
                     if text in message:
                         raise TooLarge(f"etcd refused a transaction this large ({message}): raise its {flag}")

@@ -38,11 +38,12 @@ class CA:
         return ca
 
     def issue(
-        self, name: str, san: str = "", days: int = 30, subject: str = "/O=metafs"
+        self, name: str, san: str = "", days: int = 30, subject: str = "/O=metafs", usage: str = ""
     ) -> tuple[Path, Path]:
         """A leaf certificate and its key: a server's with ``san``
         (``IP:127.0.0.1,DNS:localhost``), a client's without (no CN: etcd's gateway
-        refuses one with a CN when users are on)."""
+        refuses one with a CN when users are on). ``usage``: the extended key usage
+        (etcd's server certificate is also its gateway's client one: both)."""
         key, csr, cert = (self.base / f"{name}.{x}" for x in ("key", "csr", "pem"))
         openssl(
             "req",
@@ -58,7 +59,7 @@ class CA:
             cwd=self.base,
         )
         ext = self.base / f"{name}.ext"
-        usage = "serverAuth" if san else "clientAuth"
+        usage = usage or ("serverAuth" if san else "clientAuth")
         ext.write_text(f"extendedKeyUsage={usage}\n" + (f"subjectAltName={san}\n" if san else ""))
         openssl(
             "x509", "-req", "-in", str(csr), "-CA", str(self.cert), "-CAkey", str(self.key),
