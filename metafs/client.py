@@ -10,7 +10,8 @@ works as it is.
 from __future__ import annotations
 
 import json
-import ssl
+import logging
+import os
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -20,9 +21,13 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import anyio
 import httpx
 
+from .client_tls import TLSConfigError, TLSOptions, once_each, verify_for, why_failed
 from .protocol import EXPIRED, FLAVOR, INDEX_HEADER, KEY_ROUTES, PEERS_AT, STORE_HEADER
 
 VIEW_ROOTS = {"self", "service", "stack", "revision"}
+#: how often a long-running client looks at its certificate files for a rotation (seconds)
+CERT_CHECK = 5.0
+log = logging.getLogger("metafs.client")
 NO_SERVER = "no server given: use --server URL or set METADATA_CONNECTION_URL"
 
 
@@ -120,79 +125,6 @@ class _Send:
 Exchange = Generator["_Send | float", "httpx.Response | httpx.TransportError | None", "Answer"]
 
 
-@dataclass(frozen=True, slots=True)
-class TLSOptions:
-    """How a client reaches https servers: the CA that signed them (default: the
-    system's), and a client certificate and key for servers that ask for one."""
-
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-
-
-def _verify_for(roots: list[str], tls: TLSOptions) -> ssl.SSLContext:
-    """For https servers, a context that trusts ``tls.ca_file`` (else the system's CAs)
-    and presents ``tls.cert_file``; for plain http, a context with no certificates, which
-    would refuse any TLS peer: loading them costs ~90 ms of every client's start (a
-    restarted mount daemon's, every CLI command's) for nothing."""
-    if not any(urlsplit(root).scheme == "https" for root in roots):
-        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    try:
-        ctx = ssl.create_default_context(cafile=tls.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ClientError(f"--ca-file {tls.ca_file}: {getattr(exc, 'strerror', None) or exc}") from None
-    if tls.cert_file:
-        try:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            why = getattr(exc, "strerror", None) or exc
-            raise ClientError(f"--cert-file {tls.cert_file} / --key-file {tls.key_file}: {why}") from None
-    return ctx
-
-
-#: what OpenSSL says, and what it means to the person who reads the message
-_TLS_WHY = (
-    (
-        "unable to get local issuer certificate",
-        "unknown CA: the server's certificate is not signed by --ca-file's CA",
-    ),
-    ("self-signed certificate", "unknown CA: the server's certificate is not signed by --ca-file's CA"),
-    ("mismatch", "wrong name: the server's certificate is not for this host"),
-    ("certificate has expired", "the server's certificate has expired"),
-    ("CERTIFICATE_REQUIRED", "the server wants a client certificate (--cert-file, --key-file)"),
-    ("UNKNOWN_CA", "the server refused this client certificate (not signed by its client CA)"),
-    ("BAD_CERTIFICATE", "the server refused this client certificate"),
-    ("CERTIFICATE_EXPIRED", "the server refused this client certificate: it has expired"),
-    ("WRONG_VERSION_NUMBER", "the server does not speak TLS there (an http:// server?)"),
-)
-
-
-def why_failed(url: str, exc: httpx.TransportError) -> str:
-    """One line: what went wrong reaching ``url`` (a certificate problem named as such)."""
-    chain: list[BaseException] = []
-    seen = exc.__cause__ or exc.__context__
-    while seen is not None and len(chain) < 8:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    text = " ".join([str(exc), *(str(getattr(e, "verify_message", "") or e) for e in chain)])
-    for needle, meaning in _TLS_WHY:
-        if needle.lower() in text.lower():
-            return f"{url}: TLS: {meaning}"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        if url.startswith("https:"):
-            return f"{url}: the server closed the connection (does it want a client certificate? --cert-file)"
-        return f"{url}: the server closed the connection (does it speak https? then say https://)"
-    return f"{url}: {exc or type(exc).__name__}"
-
-
-def _once_each(errors: list[str]) -> str:
-    """The errors, each once, with how many times it came."""
-    counted: dict[str, int] = {}
-    for e in errors:
-        counted[e] = counted.get(e, 0) + 1
-    return "; ".join(e if n == 1 else f"{e} ({n} tries)" for e, n in counted.items())
-
-
 class _Base:
     """What the sync and async clients share: servers, headers, the request loop with its
     failover order and backoff, errors. Each client only drives :meth:`_exchange`."""
@@ -215,7 +147,10 @@ class _Base:
         self._current = 0
         # a server that does not accept a connection within 2 s is taken for gone
         self._timeouts = httpx.Timeout(timeout, connect=min(timeout, 2.0))
-        self._verify = _verify_for(self.roots, tls or TLSOptions())
+        try:
+            self._verify = verify_for(self.roots, tls or TLSOptions())
+        except TLSConfigError as exc:
+            raise ClientError(str(exc)) from None
         #: the identity of the store the servers answered from (protocol.STORE_HEADER)
         self.store = ""
 
@@ -257,7 +192,7 @@ class _Base:
                 return self._answer(j, resp, ok)
             if round_ + 1 < self.rounds:
                 yield min(0.2 * 2**round_, 2.0)
-        raise ClientError("server unreachable: " + _once_each(errors))
+        raise ClientError("server unreachable: " + once_each(errors))
 
     def _answer(self, j: int, resp: httpx.Response, ok: tuple[int, ...]) -> Answer:
         self._current = j
@@ -424,14 +359,58 @@ class AsyncMetadataClient(_Base):
         tls: TLSOptions | None = None,
     ) -> None:
         super().__init__(servers, token, timeout, rounds, tls)
-        self._http = httpx.AsyncClient(
-            headers=self.headers, timeout=self._timeouts, transport=transport, verify=self._verify
+        self._tls = tls or TLSOptions()
+        self._transport = transport
+        self._http = self._new_http()
+        #: the pool before the last certificate rotation: it finishes the requests under
+        #: way (a parked long poll), and is closed at the next rotation or at the end
+        self._retired: httpx.AsyncClient | None = None
+        self._stamp = self._files_stamp()
+        self._checked = time.monotonic()
+
+    def _new_http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            headers=self.headers, timeout=self._timeouts, transport=self._transport, verify=self._verify
         )
+
+    def _files_stamp(self) -> tuple[int, ...]:
+        files = [f for f in (self._tls.ca_file, self._tls.cert_file, self._tls.key_file) if f]
+        try:
+            return tuple(os.stat(f).st_mtime_ns for f in files)
+        except OSError:
+            return ()  # being replaced: look again next time
+
+    async def _rotate(self) -> None:
+        """A long-running client (the mount daemon) takes rotated certificate files for its
+        new connections, looked at every :data:`CERT_CHECK` seconds; files that do not
+        load keep the old ones (said once each time they change)."""
+        if not (self._tls.ca_file or self._tls.cert_file):
+            return
+        now = time.monotonic()
+        if now - self._checked < CERT_CHECK:
+            return
+        self._checked = now
+        stamp = self._files_stamp()
+        if not stamp or stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self._verify = verify_for(self.roots, self._tls)
+        except TLSConfigError as exc:
+            log.warning("certificate files changed but do not load; keeping the old ones: %s", exc)
+            return
+        if self._retired is not None:
+            await self._retired.aclose()
+        self._retired, self._http = self._http, self._new_http()
+        log.warning("certificate files changed: new connections use them")
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._retired is not None:
+            await self._retired.aclose()
 
     async def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kw: Any) -> Answer:
+        await self._rotate()
         loop = self._exchange(method, path, ok, kw)
         step = next(loop)
         while True:

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeAlias
 
-from ..client import NO_SERVER, MetadataClient, TLSOptions
+from ..client import NO_SERVER, MetadataClient
+from ..client_tls import TLSOptions
 from ..store.etcd_gateway import EtcdAccess
 
 

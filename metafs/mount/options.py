@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..client import TLSOptions
+from ..client_tls import TLSOptions
 
 
 @dataclass(frozen=True)

@@ -188,3 +188,41 @@ def test_plaintext_off_loopback_is_a_choice(tmp_path: Path, pki: dict[str, Path]
     )
     assert "serving plain HTTP on 192.0.2.1:8500 (--insecure-plaintext)" in r.stderr, r.stderr
     assert r.returncode != 2
+
+
+def test_the_mount_takes_rotated_client_certificates(
+    tmp_path: Path, pki: dict[str, Path], make_mount: MakeMount
+) -> None:
+    """The mount's client certificate files are replaced by ones from another CA and the
+    server restarted trusting only that CA: the mount's new connections use the new
+    files (looked at every 5 s) and the next change reaches the files, no remount."""
+    srv = tls_server(tmp_path, pki, mutual=True)
+    cert, key = tmp_path / "mount.pem", tmp_path / "mount.key"
+    shutil.copy(pki["client"], cert)
+    shutil.copy(pki["client_key"], key)
+    try:
+        m = make_mount(
+            srv.url, ZK1, "--ca-file", str(pki["ca"]), "--cert-file", str(cert), "--key-file", str(key)
+        )
+        hostname = m.path / "self" / "hostname"
+        assert hostname.read_text() == "s4-1\n"
+        # a new client CA: the server trusts only it from now on
+        newer = CA.make(pki["base"], "newer")
+        rotated, rotated_key = newer.issue("rotated")
+        combined = tmp_path / "server-trusts.pem"
+        combined.write_bytes(newer.cert.read_bytes())
+        shutil.copy(rotated, cert)
+        shutil.copy(rotated_key, key)
+        srv.stop()
+        srv.client_cert = (rotated, rotated_key)
+        srv.start(
+            "--tls-cert-file", str(pki["server"]), "--tls-key-file", str(pki["server_key"]),
+            "--tls-client-ca-file", str(combined),
+        )  # fmt: skip
+        good = context(pki["ca"], (rotated, rotated_key))
+        r = httpx.put(f"{srv.url}/v1/kv/{ZK1_PATH}/hostname", content="rotated", headers=HEADERS, verify=good)
+        assert r.status_code == 200
+        wait_for(lambda: hostname.read_text() == "rotated\n", timeout=20)
+        assert "certificate files changed: new connections use them" in m.log.read_text()
+    finally:
+        srv.stop()

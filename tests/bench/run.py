@@ -31,6 +31,7 @@ from .sections import (
     history,
     long_polls,
     memory,
+    network,
     page_cache,
     propagation,
     restart,
@@ -59,7 +60,7 @@ def main() -> int:
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="metafs-bench-") as d:
         tmp = Path(d)
-        first = (warm, page_cache, cold, propagation, consul, throughput, restart)
+        first = (warm, page_cache, cold, propagation, consul, throughput, restart, network)
         if any(wanted(s) for s in first):
             with server(tmp, "--log-level", "error") as srv:
                 load = srv.url + "/v1/load"
