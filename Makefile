@@ -3,9 +3,10 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config etcd-server runc busybox-static curl sqlite3 wrk gcc libc6-dev
-# only for `make test`: the /ui test's browser, systemd-analyze for the contrib units, and
+# only for `make test`: the /ui test's browser, systemd-analyze for the contrib units, openssl
+# for the TLS tests' certificates, and
 # Docker and Podman (tests/containers/test_engines.py starts its own dockerd)
-APT_TEST_PACKAGES := chromium chromium-driver systemd docker.io podman
+APT_TEST_PACKAGES := chromium chromium-driver systemd docker.io podman openssl
 DEMO_PORT ?= 8500
 DEMO_DIR ?= /tmp/metafs-demo
 
