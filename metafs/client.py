@@ -310,9 +310,9 @@ class MetadataClient(_Base):
                 return
             except httpx.TransportError as exc:
                 if written:
-                    raise ClientError(f"backup cut short by {url}: {exc or type(exc).__name__}") from None
-                errors.append(f"{url}: {exc or type(exc).__name__}")
-        raise ClientError("server unreachable: " + "; ".join(errors))
+                    raise ClientError(f"backup cut short: {why_failed(url, exc)}") from None
+                errors.append(why_failed(url, exc))
+        raise ClientError("server unreachable: " + once_each(errors))
 
     def wait(self, key: str, timeout: float, unit: str | None = None, poll: float = 60.0) -> Answer | None:
         """Block until ``key`` exists (if it does not) or its value changes (if it does);

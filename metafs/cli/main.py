@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..client import ClientError
 from . import containers, data, mount, serve, store
-from .options import Failure
+from .options import Failure, UsageError
 
 EPILOG = """examples:
   metafs serve --store sqlite:///var/lib/metafs/metafs.db     the server (or etcd://h1:2379,h2:2379)
@@ -60,5 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ClientError, Failure, ValueError) as exc:
         print(f"metafs: {args.command}: {exc}", file=sys.stderr)
         return 1
+    except UsageError as exc:
+        print(f"metafs: {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130

@@ -19,6 +19,10 @@ class Failure(Exception):
     """A one-line error for stderr and exit status 1."""
 
 
+class UsageError(Exception):
+    """Options that do not go together: a one-line error and exit status 2 (argparse's)."""
+
+
 KEY_HELP = (
     "a seed path (5/test1/s4/UNIT/hostname), a path in the unit's view (self/hostname, "
     "service/all_hosts/), or a document path (accounts/5/stacks/test1, hosts/node-a)"

@@ -6,7 +6,6 @@ import argparse
 import ipaddress
 import logging
 import os
-import sys
 from pathlib import Path
 
 from .. import heap, logs
@@ -14,6 +13,7 @@ from ..server.settings import Settings
 from .options import (
     Failure,
     Subparsers,
+    UsageError,
     add_command,
     duration,
     etcd_access,
@@ -42,19 +42,15 @@ def loopback(listen: str) -> bool:
 def cmd_serve(args: argparse.Namespace) -> int:
     tls_given = bool(args.tls_cert_file or args.tls_key_file)
     if tls_given and not (args.tls_cert_file and args.tls_key_file):
-        print("metafs: serve: --tls-cert-file and --tls-key-file go together", file=sys.stderr)
-        return 2
+        raise UsageError("--tls-cert-file and --tls-key-file go together")
     if args.tls_client_ca_file and not tls_given:
-        print("metafs: serve: --tls-client-ca-file needs --tls-cert-file and --tls-key-file", file=sys.stderr)
-        return 2
+        raise UsageError("--tls-client-ca-file needs --tls-cert-file and --tls-key-file")
     if not tls_given and not loopback(args.listen) and not args.insecure_plaintext:
-        print(
-            f"metafs: serve: --listen {args.listen} is not loopback: give --tls-cert-file and"
-            " --tls-key-file (tokens and every container's identity would cross the network in"
-            " the clear), or --insecure-plaintext to serve plain HTTP there anyway",
-            file=sys.stderr,
+        raise UsageError(
+            f"--listen {args.listen} is not loopback: give --tls-cert-file and --tls-key-file"
+            " (tokens and every container's identity would cross the network in the clear),"
+            " or --insecure-plaintext to serve plain HTTP there anyway"
         )
-        return 2
     heap.use_system_allocator()  # before the server's stack is loaded: the process starts over
     from ..server.run import serve  # the server's stack is loaded by this command only
     from ..server.tls import TLSError, TLSFiles

@@ -149,14 +149,16 @@ class ViewCache:
     async def _first_fetch(self, unit_id: str, fetch: _Fetch) -> None:
         deadline = trio.current_time() + self.fetch_timeout
         backoff = Backoff(BACKOFF_MIN, BACKOFF_MAX)
+        told = False
         try:
             while True:
                 try:
                     view = await self.peers.beside(unit_id) or await self.fetch(unit_id)
-                except HistoryLost as exc:
-                    self.replaced(exc)  # the next try reads the new store
-                    continue
                 except ClientError as exc:
+                    if isinstance(exc, HistoryLost) and not told:
+                        told = True
+                        self.replaced(exc)  # the next try reads the new store, at once
+                        continue
                     if trio.current_time() + backoff.delay > deadline:
                         log.warning("view %s: not fetched within %.1fs: %s", unit_id, self.fetch_timeout, exc)
                         return

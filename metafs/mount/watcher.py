@@ -230,15 +230,7 @@ class Watcher:
         if cache.host_mode:
             cache.units_seen = 0
             await cache.load_units()
-        by_service: dict[str, list[str]] = {}
-        for uid, view in cache.views.items():
-            by_service.setdefault(service_of(view.root), []).append(uid)
-        failed: list[str] = []
-        async with trio.open_nursery() as nursery:
-            for uids in by_service.values():
-                nursery.start_soon(self._refresh, uids, failed, True)
-        if failed:
-            raise ClientError("; ".join(failed))
+        await self._refresh_by_service(list(cache.views), whole=True)
 
     async def _catch_up(self, asked: list[str], data: dict[str, object]) -> None:
         """Refetch every view (and the list) the watch reports as changed since we saw it:
@@ -251,14 +243,20 @@ class Watcher:
             cache.drop(uid)  # the watch left it out: out of this token's scope now
         if cache.host_mode and int(data.get("list", 0)) > cache.units_seen:  # type: ignore[call-overload]
             await cache.load_units()
+        await self._refresh_by_service(stale)
+
+    async def _refresh_by_service(self, unit_ids: list[str], whole: bool = False) -> None:
+        """Refresh the views of ``unit_ids`` still held, one request per service (its other
+        units' views follow from that one), services at once; ClientError if any failed."""
+        views = self.cache.views
         by_service: dict[str, list[str]] = {}
-        for uid in stale:
-            if uid in cache.views:
-                by_service.setdefault(service_of(cache.views[uid].root), []).append(uid)
+        for uid in unit_ids:
+            if uid in views:
+                by_service.setdefault(service_of(views[uid].root), []).append(uid)
         failed: list[str] = []
         async with trio.open_nursery() as nursery:
             for uids in by_service.values():
-                nursery.start_soon(self._refresh, uids, failed)
+                nursery.start_soon(self._refresh, uids, failed, whole)
         if failed:
             raise ClientError("; ".join(failed))
 

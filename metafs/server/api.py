@@ -44,7 +44,7 @@ from ..catalog.views import ServiceViews
 from ..store import Snapshot, Store, StoreError, TooLarge
 from . import consul
 from .backups import backup_route
-from .history import check_history
+from .history import check_history, in_history
 from .http import (
     JSON,
     LONG_POLL,
@@ -198,13 +198,14 @@ class Api:
             or auth.bearer(request.headers.get("authorization"))
             or request.query_params.get("token")
         )
+        return await self.token_principal(token, "send Authorization: Bearer <token> (or X-Consul-Token)")
+
+    async def token_principal(self, token: str | None, how: str) -> auth.Principal:
+        """Who ``token`` stands for (the bootstrap operator's, or one in the store); 401,
+        with ``how`` to send one, when there is none or it is not valid."""
         challenge = {"WWW-Authenticate": 'Bearer realm="metafs"'}
         if not token:
-            raise HTTPError(
-                401,
-                "missing token: send Authorization: Bearer <token> (or X-Consul-Token)",
-                headers=challenge,
-            )
+            raise HTTPError(401, f"missing token: {how}", headers=challenge)
         if self.operator_digest and auth.same_digest(auth.digest(token), self.operator_digest):
             return auth.Principal("operator", token_id="bootstrap")
         async with self.store.snapshot() as snap:
@@ -276,9 +277,7 @@ class Api:
         # an index from before the last change of what is read answers at once; one at or
         # after it (from the future too) waits for a change after it
         scoped = not principal.operator
-        consul_now = render is not None and (
-            index == 0 or not snap.compacted <= (index or 0) <= snap.revision
-        )
+        consul_now = render is not None and (index == 0 or not in_history(index or 0, snap))
         if index is None or index < snap.changed or consul_now:
             self.metrics.saw_revision(snap.revision)
             if render is not None:

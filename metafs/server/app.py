@@ -23,7 +23,6 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .. import auth
-from ..catalog import authenticate
 from ..protocol import REVISION_HEADER, STORE_HEADER
 from ..store import Store, StoreError
 from . import static
@@ -31,7 +30,7 @@ from .answers import AnswerCache
 from .api import Api
 from .compaction import compact_forever
 from .encoding import compressed
-from .http import TEXT, HTTPError, raw_path
+from .http import TEXT, HTTPError, error_response, raw_path
 from .metrics import ServerMetrics, exposition
 from .settings import Settings
 
@@ -160,25 +159,16 @@ class MetadataServer:
 
     async def _metrics_refused(self, request: Request) -> Response | None:
         """401 without a valid token, 403 for a token that may not read everything."""
-        token = auth.bearer(request.headers.get("authorization"))
-        challenge = {"WWW-Authenticate": 'Bearer realm="metafs"'}
-        if not token:
-            return Response(
-                "/metrics needs an operator or reader token (--metrics-auth token)\n", 401, challenge
-            )
-        if self.api.operator_digest and auth.same_digest(auth.digest(token), self.api.operator_digest):
-            return None
         try:
-            async with self.store.snapshot() as snap:
-                principal = await authenticate(snap, token)
+            token = auth.bearer(request.headers.get("authorization"))
+            principal = await self.api.token_principal(token, "/metrics needs an operator or reader token")
+        except HTTPError as exc:
+            return error_response(request, exc)
         except StoreError as exc:
             return self.api.store_unavailable(request, exc)
-        if principal is None:
-            return Response("invalid or revoked token\n", 401, challenge)
         if principal.kind not in ("operator", "reader"):
-            return Response(
-                f"a {principal.kind} token may not read /metrics: it needs an operator or reader token\n", 403
-            )
+            why = f"a {principal.kind} token may not read /metrics: it needs an operator or reader token"
+            return error_response(request, HTTPError(403, why))
         return None
 
     async def _is_operator(self, request: Request) -> bool:

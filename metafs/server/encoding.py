@@ -41,10 +41,15 @@ async def compressed(request: Request, response: Response) -> Response:
     response.headers.setdefault("Vary", "Accept-Encoding")
     if len(body) < MIN_SIZE or "content-encoding" in response.headers or not wants_gzip(request):
         return response
-    if len(body) >= IN_THREAD:
-        packed = await anyio.to_thread.run_sync(functools.partial(gzip.compress, body, LEVEL, mtime=0))
-    else:
-        packed = gzip.compress(body, LEVEL, mtime=0)
+    # one response may go to many clients (long polls woken together share it: see
+    # longpoll.py): compressed once, for all of them
+    packed: bytes | None = getattr(response, "_gzipped", None)
+    if packed is None:
+        if len(body) >= IN_THREAD:
+            packed = await anyio.to_thread.run_sync(functools.partial(gzip.compress, body, LEVEL, mtime=0))
+        else:
+            packed = gzip.compress(body, LEVEL, mtime=0)
+        response._gzipped = packed  # type: ignore[attr-defined]
     headers = {k: v for k, v in response.headers.items() if k not in ("content-length",)}
     headers["Content-Encoding"] = "gzip"
     respond = PiecewiseResponse if len(packed) > PIECE else Response

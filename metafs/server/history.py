@@ -10,6 +10,12 @@ from ..store import Snapshot
 from .http import HTTPError
 
 
+def in_history(seen: int, snap: Snapshot) -> bool:
+    """Whether what changed after revision ``seen`` is exactly known in ``snap``: not
+    compacted away, and a revision this store reached (see :func:`check_history`)."""
+    return snap.compacted <= seen <= snap.revision
+
+
 def check_history(seen: int, snap: Snapshot, identity: str) -> None:
     """Refuse (410) a read from ``seen`` that ``snap`` cannot answer exactly:
 
@@ -20,15 +26,16 @@ def check_history(seen: int, snap: Snapshot, identity: str) -> None:
       revision the server's watch has not reached is made at the cluster's head, so a
       server a few revisions behind another never says this.
     """
-    if 0 < seen < snap.compacted:
+    if seen == 0 or in_history(seen, snap):
+        return
+    if seen < snap.compacted:
         raise HTTPError(
             EXPIRED,
             f"revision {seen} is older than the history this store keeps (compacted at"
             f" {snap.compacted}, --history-retention): read again without index= and since=",
         )
-    if seen > snap.revision:
-        raise HTTPError(
-            EXPIRED,
-            f"revision {seen} is not in this store's history (store {identity or '?'}):"
-            " it was replaced or restored; read again without index= and since=",
-        )
+    raise HTTPError(  # above the store's revision
+        EXPIRED,
+        f"revision {seen} is not in this store's history (store {identity or '?'}):"
+        " it was replaced or restored; read again without index= and since=",
+    )

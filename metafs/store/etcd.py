@@ -66,6 +66,13 @@ def _put(key: str, encoded: str) -> dict[str, Any]:
     return {"request_put": {"key": b64(key), "value": encoded}}
 
 
+def _item(kv: dict[str, Any], strip: int) -> Item:
+    """A live key as etcd gives it, its namespace prefix (``strip`` characters) cut off."""
+    mod_time, value = decode(kv.get("value"))
+    key, created, modified = unb64(kv["key"])[strip:], int(kv["create_revision"]), int(kv["mod_revision"])
+    return Item(key, value, created, modified, mod_time)
+
+
 def _end(op: Delete) -> str:
     """The end (exclusive) of the keys ``op`` deletes."""
     return prefix_end(op.key) if op.prefix else op.key + "\0"
@@ -110,13 +117,7 @@ class _EtcdSnapshot(Snapshot):
         strip = len(self._store.live)
         async for revision, kvs in self._store.gateway.pages(self._store.live, self.revision):
             self.revision = self.revision or revision
-            yield [
-                Item(
-                    unb64(kv["key"])[strip:], value, int(kv["create_revision"]), int(kv["mod_revision"]), when
-                )
-                for kv in kvs
-                for when, value in [decode(kv.get("value"))]
-            ]
+            yield [_item(kv, strip) for kv in kvs]
 
     async def _ranges(self, prefixes: Sequence[str]) -> list[Range]:
         """Every prefix's live keys and latest tombstone, in one read-only transaction (the
@@ -164,11 +165,10 @@ class _EtcdSnapshot(Snapshot):
         items, changed, changed_time = [], 0, 0.0
         strip = len(self._store.live)
         for kv in live:
-            mod_time, value = decode(kv.get("value"))
-            mod = int(kv["mod_revision"])
-            items.append(Item(unb64(kv["key"])[strip:], value, int(kv["create_revision"]), mod, mod_time))
-            if mod > changed:
-                changed, changed_time = mod, mod_time
+            item = _item(kv, strip)
+            items.append(item)
+            if item.mod_rev > changed:
+                changed, changed_time = item.mod_rev, item.mod_time
         for kv in tomb:
             if int(kv["mod_revision"]) > changed:
                 changed, changed_time = int(kv["mod_revision"]), decode(kv.get("value"))[0]

@@ -71,7 +71,7 @@ class EtcdCompactor:
                 # else one was written again meanwhile: the batch waits for the next run
         if self.history:
             await self._compact_etcd(before)
-        return Compaction(removed, await self.read_compacted(), kept + len(old) - removed)
+        return Compaction(removed, await read_compacted(self.gateway, self.key), kept + len(old) - removed)
 
     async def _old_tombstones(self, before: float, head: int) -> tuple[list[tuple[str, int]], int]:
         """The tombstones older than ``before`` (key in base64, mod_revision), and how
@@ -85,9 +85,6 @@ class EtcdCompactor:
                 else:
                     kept += 1
         return old, kept
-
-    async def read_compacted(self) -> int:
-        return await read_compacted(self.gateway, self.key)
 
     async def _compact_etcd(self, before: float) -> None:
         cut = max((rev for t, rev in self._samples if t <= before), default=0)

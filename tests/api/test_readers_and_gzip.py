@@ -11,21 +11,10 @@ import httpx
 import pytest
 
 from metafs.client import MetadataClient
+from tests.bench.workloads import big_service
 from tests.support.servers import HEADERS, ZK1, ZK1_PATH, ServerProcess, cli
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def big_doc(n: int) -> dict[str, object]:
-    units = {
-        f"w-{i}": {
-            "cardinal_value": i,
-            "hostname": f"web-{i}",
-            "virt_ip_address": f"10.9.{i // 250}.{i % 250}",
-        }
-        for i in range(n)
-    }
-    return {"accounts": {"9": {"stacks": {"s": {"services": {"web": {"units": units}}}}}}}
 
 
 def test_a_reader_reads_everything_and_writes_nothing(loaded: httpx.Client, server: ServerProcess) -> None:
@@ -42,7 +31,7 @@ def test_a_reader_reads_everything_and_writes_nothing(loaded: httpx.Client, serv
         refused = [
             c.put(f"/v1/kv/{ZK1_PATH}/hostname", content="x"),
             c.delete(f"/v1/kv/{ZK1_PATH}"),
-            c.post("/v1/load", json=big_doc(1)),
+            c.post("/v1/load", json=big_service(1)),
             c.post("/v1/tokens/", json={"kind": "reader"}),
             c.get("/v1/tokens/"),
             c.get("/v1/backup"),
@@ -78,8 +67,8 @@ def test_metrics_behind_a_token(tmp_path: Path) -> None:
 def test_gzip_for_those_who_ask_and_never_for_those_who_do_not(
     loaded: httpx.Client, server: ServerProcess
 ) -> None:
-    assert loaded.post("/v1/load", json=big_doc(1000)).status_code == 200
-    listing = "/v1/view/w-0/service/all_hosts/?format=json"  # what a host's ls of all_hosts/ costs
+    assert loaded.post("/v1/load", json=big_service(1000, "web")).status_code == 200
+    listing = "/v1/view/web-00000/service/all_hosts/?format=json"  # what a host's ls of all_hosts/ costs
     plain_headers = {**HEADERS, "Accept-Encoding": "identity"}
     for _ in range(2):  # the second round: answers kept since the last commit
         raw = httpx.get(server.url + listing, headers={**HEADERS, "Accept-Encoding": "gzip"})

@@ -16,7 +16,7 @@ from tests.support.certs import CA, LOCAL
 from tests.support.servers import EXAMPLE, HEADERS, ServerProcess
 
 from ..harness import QUICK, Report
-from ..workloads import wrk
+from ..workloads import big_service, wrk
 
 KEY = "/v1/kv/5/test1/s4/f58ce48e-a4d5-4c1b-905f-ee3b15ccf115/hostname"
 
@@ -35,21 +35,6 @@ def new_connections(url: str, verify: ssl.SSLContext | bool, n: int) -> list[flo
             c.get(url + "/healthz").raise_for_status()
         took.append((time.perf_counter() - t0) * 1e3)
     return took
-
-
-def listing(n: int) -> dict[str, object]:
-    units = {
-        f"w-{i}": {
-            "cardinal_value": i,
-            "hostname": f"web-{i}",
-            "virt_ip_address": f"10.9.{i // 250}.{i % 250}",
-            "ports": ["8080/tcp"],
-            "image": "app:1",
-            "labels": {"zone": f"z{i % 3}"},
-        }
-        for i in range(n)
-    }
-    return {"accounts": {f"a{n}": {"stacks": {"s": {"services": {"web": {"units": units}}}}}}}
 
 
 def run(report: Report, tmp: Path, srv: ServerProcess) -> None:
@@ -99,8 +84,10 @@ def run(report: Report, tmp: Path, srv: ServerProcess) -> None:
         secure.stop()
     assert srv.proc is not None
     for n in (1000, 5000):
-        httpx.post(srv.url + "/v1/load", json=listing(n), headers=HEADERS, timeout=120).raise_for_status()
-        url = srv.url + "/v1/view/w-0/service/all_hosts/?format=json"
+        httpx.post(
+            srv.url + "/v1/load", json=big_service(n, f"web{n}"), headers=HEADERS, timeout=120
+        ).raise_for_status()
+        url = srv.url + f"/v1/view/web{n}-00000/service/all_hosts/?format=json"
         sizes, cpu = {}, {}
         for enc in ("identity", "gzip"):
             rounds = 10 if QUICK else 30
@@ -126,4 +113,6 @@ def run(report: Report, tmp: Path, srv: ServerProcess) -> None:
             "ms",
             ("identity", cpu["identity"]),
         )
-        httpx.delete(srv.url + f"/v1/accounts/a{n}", headers=HEADERS, timeout=60).raise_for_status()
+        httpx.delete(
+            srv.url + f"/v1/accounts/9/stacks/bench/services/web{n}", headers=HEADERS, timeout=60
+        ).raise_for_status()
