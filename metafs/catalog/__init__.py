@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from .errors import BadRequest, CasFailed, CatalogError, Exists, Forbidden, NotFound
 from .reads import Reads
-from .scope import Scope, authenticate, scope_of
+from .scope import AccountScopes, Scope, authenticate, scope_of
 from .writes import WriteResult, Writes
 
 __all__ = [
+    "AccountScopes",
     "BadRequest",
     "CasFailed",
     "CatalogError",

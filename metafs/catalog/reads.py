@@ -53,8 +53,15 @@ class Reads:
         return descend(await layouts.units_tree(snap, scope), segs)
 
     async def document(self, snap: Snapshot, segs: list[str], scope: Scope) -> Node | None:
-        """``/v1/accounts/...``, ``/v1/hosts/...``: the document API (operators and readers)."""
-        scope.require_all()
+        """``/v1/accounts/...``, ``/v1/hosts/...``: the document API (operators and readers;
+        one account's reader sees ``/v1/accounts/`` as its account alone)."""
+        scope.require_document(segs)
+        if scope.account is not None and len(segs) == 1:
+            accounts = Dir()
+            mine = await layouts.document_tree(snap, ["accounts", scope.account])
+            if mine is not None:
+                accounts.add(scope.account, mine)
+            return accounts
         return await layouts.document_tree(snap, segs)
 
     async def tokens(self, snap: Snapshot, segs: list[str], scope: Scope) -> Node | None:

@@ -7,9 +7,10 @@ import json
 from dataclasses import dataclass
 
 from .. import auth
+from ..lru import LRU
 from ..store import Snapshot
 from .errors import Forbidden
-from .keys import host_index_key, index_key, key_ids, token_key
+from .keys import host_index_key, index_key, key_ids, record_key, token_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +25,23 @@ class Scope:
     units: frozenset[str] | None
     services: frozenset[tuple[str, ...]] | None
     list_prefix: str
+    #: the one account a reader token of one account reads (None: not such a token)
+    account: str | None = None
 
-    def require_all(self) -> None:
-        """Reads of everything at once (the document API): operators and readers."""
-        if self.units is not None:
+    def require_document(self, segs: list[str]) -> None:
+        """The document API (``/v1/accounts/...``, ``/v1/hosts/...``): operators and readers;
+        one account's reader, that account's part (``/v1/accounts/`` lists only it)."""
+        if self.units is None:
+            return
+        if self.account is not None:
+            if segs[:1] == ["accounts"] and segs[1:2] in ([], [self.account]):
+                return
             raise Forbidden(
-                f"a {self.principal.kind} token may not do this: it needs an operator or reader token"
+                f"this reader token reads account {self.account!r} only: /v1/accounts/{self.account}/"
             )
+        raise Forbidden(
+            f"a {self.principal.kind} token may not do this: it needs an operator or reader token"
+        )
 
     def require_operator(self) -> None:
         if not self.principal.operator:
@@ -42,16 +53,20 @@ class Scope:
 
     def require_seed_path(self, segs: list[str]) -> None:
         """A seed path is readable if it leads to, or lies inside, a readable service."""
-        if self.services is None or not segs:
-            return  # everything, or the root (whose listing is pruned to the scope)
+        if self.services is None or not segs or segs[0] == self.account:
+            return  # everything, the root (whose listing is pruned to the scope), its account
         n = min(len(segs), 3)
         if not any(tuple(segs[:n]) == svc[:n] for svc in self.services):
             raise Forbidden(f"this {self.principal.kind} token may not read /v1/kv/{'/'.join(segs)}")
 
 
-async def scope_of(snap: Snapshot, principal: auth.Principal) -> Scope:
-    if principal.operator or principal.kind == "reader":  # the reader reads, never writes
-        return Scope(principal, None, None, "i/")
+async def scope_of(snap: Snapshot, principal: auth.Principal, accounts: AccountScopes | None = None) -> Scope:
+    """What ``principal`` may read in ``snap`` (``accounts``: where one account's scopes
+    are kept between requests)."""
+    if principal.operator or (principal.kind == "reader" and not principal.subject):
+        return Scope(principal, None, None, "i/")  # the reader reads, never writes
+    if principal.kind == "reader":
+        return await (accounts or AccountScopes()).scope(snap, principal)
     if principal.kind == "unit":
         idx = await snap.get(index_key(principal.subject))
         services = frozenset([tuple(idx.value.split("/"))]) if idx else frozenset()
@@ -60,6 +75,44 @@ async def scope_of(snap: Snapshot, principal: auth.Principal) -> Scope:
     placed = await snap.range(prefix)
     units = frozenset(key_ids(i.key)[1] for i in placed)
     return Scope(principal, units, frozenset(tuple(i.value.split("/")) for i in placed), prefix)
+
+
+#: when an account's records last changed (and the compacted revision then), and what
+#: units and services it had
+_Known = tuple[tuple[object, ...], frozenset[str], frozenset[tuple[str, ...]]]
+
+
+class AccountScopes:
+    """The units and services of the accounts that readers of one account read, kept while
+    the account's records are unchanged: without it each request reads every unit record
+    of the account (12 ms for 5,000 units, against 0.8 ms for a reader of every account).
+    Bounded by :data:`MAX_ACCOUNTS` and by the ids kept. The change stamps carry their
+    time (a store put back to an older revision does not match a kept entry) and the
+    compacted revision (a delete whose tombstone is gone no longer moves the stamp)."""
+
+    MAX_ACCOUNTS = 256
+    MAX_BYTES = 16 << 20
+
+    def __init__(self) -> None:
+        def weigh(known: _Known) -> int:
+            return 64 * (len(known[1]) + len(known[2])) + 256
+
+        self._kept: LRU[str, _Known] = LRU(weigh, self.MAX_BYTES, self.MAX_ACCOUNTS)
+
+    async def scope(self, snap: Snapshot, principal: auth.Principal) -> Scope:
+        account = principal.subject
+        prefixes = [record_key("unit", (account,)), record_key("service", (account,))]
+        stamps = (*await snap.last_changes_at(prefixes), snap.compacted)
+        known = self._kept.get(account)
+        if known is None or known[0] != stamps:
+            placed, services = [await snap.range(p) for p in prefixes]
+            known = (
+                stamps,
+                frozenset(key_ids(i.key)[3] for i in placed),
+                frozenset(tuple(key_ids(i.key)) for i in services),
+            )
+            self._kept.put(account, known)
+        return Scope(principal, known[1], known[2], prefixes[0], account)
 
 
 async def authenticate(snap: Snapshot, token: str) -> auth.Principal | None:

@@ -139,7 +139,10 @@ def add_commands(sub: Subparsers) -> None:
     tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     t = tsub.add_parser("create", help="mint a token; it is printed once and only its hash is kept")
     t.add_argument("--kind", required=True, choices=["operator", "host", "unit", "reader"])
-    t.add_argument("--subject", help="the host name (host tokens) or unit id (unit tokens)")
+    t.add_argument(
+        "--subject",
+        help="the host (host tokens), the unit id (unit tokens), the one account (reader tokens)",
+    )
     client_options(t)
     t = tsub.add_parser("list", help="list token ids, kinds and subjects")
     client_options(t)

@@ -106,6 +106,7 @@ class Api:
         self.metrics = metrics
         self.operator_digest = operator_digest
         self.reads = catalog.Reads(ServiceViews(settings.view_bytes))
+        self.account_scopes = catalog.AccountScopes()
         self.writes = catalog.Writes(
             store, model.Limits(settings.max_labels, settings.max_metadata_keys, settings.max_view_bytes)
         )
@@ -263,7 +264,7 @@ class Api:
 
         async def once(seen: int) -> tuple[tree.Node | None, Snapshot]:
             async with self.store.snapshot(seen) as snap:
-                scope = await catalog.scope_of(snap, principal)
+                scope = await catalog.scope_of(snap, principal, self.account_scopes)
                 return await resolve(snap, scope), snap
 
         since = q.get("since", "")

@@ -166,8 +166,9 @@ class MetadataServer:
             return error_response(request, exc)
         except StoreError as exc:
             return self.api.store_unavailable(request, exc)
-        if principal.kind not in ("operator", "reader"):
-            why = f"a {principal.kind} token may not read /metrics: it needs an operator or reader token"
+        if principal.kind not in ("operator", "reader") or principal.subject:
+            kind = "one account's reader" if principal.kind == "reader" else "a " + principal.kind
+            why = f"{kind} token may not read /metrics: it needs an operator or every account's reader token"
             return error_response(request, HTTPError(403, why))
         return None
 

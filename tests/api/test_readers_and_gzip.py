@@ -39,8 +39,49 @@ def test_a_reader_reads_everything_and_writes_nothing(loaded: httpx.Client, serv
         assert [x.status_code for x in refused] == [403] * 6, [x.text for x in refused]
         assert "a reader token may not write" in refused[0].text
     assert loaded.get(f"/v1/kv/{ZK1_PATH}/hostname").text == "s4-1\n"  # nothing changed
+
+
+WEB1 = "3b1f2c9e-0001-4a6e-9d2b-5c1e8f000001"  # account 7's
+
+
+def test_one_accounts_reader_reads_that_account_and_nothing_else(
+    loaded: httpx.Client, server: ServerProcess
+) -> None:
     r = cli("token", "create", "--kind", "reader", "--subject", "5", "--server", server.url)
-    assert r.returncode == 1 and "reads every account" in r.stderr
+    assert r.returncode == 0, r.stderr
+    reader = {"Metadata-Flavor": "metafs", "Authorization": f"Bearer {r.stdout.strip()}"}
+    with httpx.Client(base_url=server.url, headers=reader) as c:
+        assert c.get(f"/v1/kv/{ZK1_PATH}/hostname").text == "s4-1\n"
+        assert c.get(f"/v1/view/{ZK1}/self/hostname").text == "s4-1\n"
+        assert c.get("/v1/units/").text.split() == sorted(
+            u for u in loaded.get("/v1/units/").text.split() if u.startswith("f58ce48e")
+        )
+        assert c.get("/v1/accounts/?format=json").json().keys() == {"5"}
+        assert c.get("/v1/accounts/5/stacks/test1/services/s4/units/").status_code == 200
+        assert c.get("/v1/kv/?keys").json() == loaded.get("/v1/kv/5/?keys").json()
+        watched = c.get("/v1/watch", params={"units": f"{ZK1},{WEB1}", "format": "json"}).json()
+        assert list(watched["units"]) == [ZK1]  # the other account's unit is left out
+        refused = [
+            c.get(f"/v1/view/{WEB1}/self/hostname"),
+            c.get("/v1/kv/7/shop/web/"),
+            c.get("/v1/accounts/7/"),
+            c.get("/v1/hosts/"),
+            c.get("/v1/hosts/node-a/"),
+            c.put(f"/v1/kv/{ZK1_PATH}/hostname", content="x"),
+            c.post("/v1/tokens/", json={"kind": "reader", "subject": "7"}),
+            c.get("/metrics", headers={}),  # open by default: the next test closes it
+        ]
+        assert [x.status_code for x in refused] == [403] * 7 + [200], [x.text for x in refused]
+        assert "reads account '5' only" in refused[2].text
+        # the account gains a unit: the reader sees it at its next read
+        added = loaded.put(
+            "/v1/accounts/5/stacks/test1/services/s4/units/new-1",
+            json={"hostname": "s4-9", "cardinal_value": 9},
+        )
+        assert added.status_code in (200, 201), added.text
+        assert "new-1" in c.get("/v1/units/").text.split()
+    r = cli("token", "create", "--kind", "reader", "--subject", "no/such", "--server", server.url)
+    assert r.returncode == 1 and "subject" in r.stderr
 
 
 def test_metrics_behind_a_token(tmp_path: Path) -> None:
@@ -48,6 +89,7 @@ def test_metrics_behind_a_token(tmp_path: Path) -> None:
     try:
         with httpx.Client(base_url=srv.url, headers=HEADERS) as op:
             reader = op.post("/v1/tokens/", json={"kind": "reader"}).json()["token"]
+            account = op.post("/v1/tokens/", json={"kind": "reader", "subject": "5"}).json()["token"]
             unit = op.post("/v1/tokens/", json={"kind": "unit", "subject": ZK1}).json()["token"]
 
         def get(token: str | None) -> httpx.Response:
@@ -57,6 +99,7 @@ def test_metrics_behind_a_token(tmp_path: Path) -> None:
 
         assert get(None).status_code == 401 and get("mfs_reader_nope").status_code == 401
         assert get(unit).status_code == 403
+        assert get(account).status_code == 403 and "one account's reader" in get(account).text
         for ok in (reader, HEADERS["Authorization"].split()[1]):
             r = get(ok)
             assert r.status_code == 200 and "metafs_http_requests_total" in r.text

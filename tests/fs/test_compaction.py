@@ -169,3 +169,23 @@ def test_an_answer_kept_from_before_a_compaction_is_not_sent_after_it(short: Ser
     assert seen >= gone, (first.headers, after.headers)
     r = httpx.get(f"{url}/v1/view/{ZK1}/self/hostname", params={"index": seen, "wait": "500ms"}, headers=mine)
     assert r.status_code == 200
+
+
+def test_one_accounts_reader_loses_a_unit_deleted_and_compacted_away(short: ServerProcess) -> None:
+    """An account's units are kept for its readers while the account's records are
+    unchanged. A unit deleted, its tombstone compacted away, leaves the account's last
+    change where it was (the three units were loaded together): the kept scope must not
+    be used then, or the unit id made again in another account is readable by this
+    account's reader."""
+    url = short.url
+    tok = httpx.post(f"{url}/v1/tokens/", json={"kind": "reader", "subject": "5"}, headers=HEADERS)
+    reader = {"Metadata-Flavor": "metafs", "Authorization": f"Bearer {tok.json()['token']}"}
+    assert httpx.get(f"{url}/v1/view/{ZK2}/self/hostname", headers=reader).status_code == 200
+    r = httpx.delete(f"{url}/v1/kv/{ZK2_PATH}", headers=HEADERS)
+    assert r.status_code == 200, r.text
+    compacted_past(short, int(r.headers["x-metafs-revision"]))
+    moved = {"cardinal_value": 1, "hostname": "elsewhere"}
+    r = httpx.put(f"{url}/v1/accounts/7/stacks/shop/services/api/units/{ZK2}", json=moved, headers=HEADERS)
+    assert r.status_code in (200, 201), r.text
+    seen = httpx.get(f"{url}/v1/view/{ZK2}/self/hostname", headers=reader)
+    assert seen.status_code == 403, seen.text
