@@ -32,12 +32,15 @@ def mount(
     srv: ServerProcess, path: Path, unit: str | None = None, token: str | None = None
 ) -> Iterator[Path]:
     """The real mount of ``srv`` at ``path`` (host mode unless ``unit``), with the
-    operator token unless ``token``."""
+    operator token unless ``token``, trusting the server's CA if it has one."""
     path.mkdir(parents=True, exist_ok=True)
     args = ["mount", str(path), "--server", srv.url, "--log-file", str(path.parent / f"{path.name}.log")]
     if unit:
         args += ["--unit", unit]
-    r = cli(*args, env={"METAFS_TOKEN": token} if token else None)
+    env = {"METAFS_TOKEN": token} if token else {}
+    if srv.ca:
+        env["METAFS_CA_FILE"] = str(srv.ca)
+    r = cli(*args, env=env or None)
     assert r.returncode == 0, r.stderr
     try:
         yield path
