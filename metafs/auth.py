@@ -60,10 +60,14 @@ def same_digest(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-def bearer(header: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+def bearer(header: str | None, bare: bool = False) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None. ``bare``: a
+    header that is a token alone counts too (Prometheus' HTTP SD sends that unless its
+    ``authorization`` says ``type: Bearer``: prometheus/docs#2377)."""
     if not header:
         return None
+    if bare and " " not in header.strip():
+        return header.strip()
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None

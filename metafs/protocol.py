@@ -5,7 +5,21 @@ document and the client all take them from here."""
 from __future__ import annotations
 
 #: ``/v1/<route>/...``; ``load`` takes a POST only, ``watch`` is long-polled
-ROUTES = ("kv", "view", "units", "watch", "accounts", "hosts", "tokens", "load", "backup")
+ROUTES = (
+    "kv",
+    "view",
+    "units",
+    "watch",
+    "accounts",
+    "hosts",
+    "tokens",
+    "load",
+    "backup",
+    "agent",
+    "catalog",
+    "health",
+    "prometheus",
+)
 #: the first segments of a key that name a route of their own (the rest are seed paths)
 KEY_ROUTES = frozenset({"accounts", "hosts", "units", "view", "kv"})
 #: sent on every request: guest-facing reads require it (SSRF guard, like GCE's

@@ -99,6 +99,9 @@ class AccountScopes:
 
         self._kept: LRU[str, _Known] = LRU(weigh, self.MAX_BYTES, self.MAX_ACCOUNTS)
 
+    def clear(self) -> None:
+        self._kept.clear()
+
     async def scope(self, snap: Snapshot, principal: auth.Principal) -> Scope:
         account = principal.subject
         prefixes = [record_key("unit", (account,)), record_key("service", (account,))]

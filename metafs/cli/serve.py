@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import re
 from pathlib import Path
 
 from .. import heap, logs
@@ -26,6 +27,13 @@ from .options import (
 
 DEFAULTS = Settings()
 log = logging.getLogger("metafs.server")
+
+
+def datacenter_name(text: str) -> str:
+    """A Consul datacenter name: letters, digits, ``-`` and ``_`` (as Consul takes them)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use 1-64 letters, digits, - and _")
+    return text
 
 
 def loopback(listen: str) -> bool:
@@ -75,6 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rendered_bytes=args.render_cache_size,
         history_retention=args.history_retention,
         metrics_auth=args.metrics_auth,
+        datacenter=args.datacenter,
     )
     store = args.store or default_store_url()
     token_file = (
@@ -142,6 +151,13 @@ def add_commands(sub: Subparsers) -> None:
         default=DEFAULTS.metrics_auth,
         help="none: /metrics is open (the default: no ids or values in it); token: it needs an"
         " operator or reader token (Authorization: Bearer)",
+    )
+    p.add_argument(
+        "--datacenter",
+        type=datacenter_name,
+        default=DEFAULTS.datacenter,
+        metavar="NAME",
+        help="the datacenter Consul's catalog, health and agent reads say they are (default dc1)",
     )
     p.add_argument(
         "--insecure-plaintext",

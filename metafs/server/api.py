@@ -31,6 +31,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -44,6 +45,7 @@ from ..catalog.views import ServiceViews
 from ..store import Snapshot, Store, StoreError, TooLarge
 from . import consul
 from .backups import backup_route
+from .discovery_routes import DiscoveryRoutes
 from .history import check_history, in_history
 from .http import (
     JSON,
@@ -72,8 +74,8 @@ log = logging.getLogger("metafs.server")
 Resolver = Callable[[Snapshot, list[str], catalog.Scope], Awaitable[tree.Node | None]]
 #: a route's handler of one method: the request, who asks, the path's segments after ``/v1/``
 Handler = Callable[[Request, auth.Principal, list[str]], Awaitable[Response]]
-#: another protocol's answer to a read (see :meth:`Api.read`)
-Render = Callable[[tree.Node | None, Snapshot], Response]
+#: another protocol's answer to a read, from what its resolver found (see :meth:`Api.read`)
+Render = Callable[[Any, Snapshot], Response]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,8 @@ class Api:
         )
         self.polls = LongPolls(store, metrics.long_polls.track_inprogress)
         self.rendered = RenderedViews(settings.rendered_bytes)
-        reads, both = self.reads, ("PUT", "DELETE")
+        reads, both, writes = self.reads, ("PUT", "DELETE"), ("PUT", "POST", "DELETE")
+        found = self.discovery = DiscoveryRoutes(self.read, settings.datacenter)
         table = [
             Route("kv", self._reader(reads.seed), self._write_record, both, both),
             Route("view", self._view),
@@ -123,6 +126,10 @@ class Api:
             Route("tokens", self._reader(reads.tokens), self._write_token, ("POST",), ("DELETE",)),
             Route("load", None, self._load, ("POST",)),
             Route("backup", backup_route(store)),
+            Route("agent", found.consul_get, found.refuse_write, (), writes),
+            Route("catalog", found.consul_get, found.refuse_write, (), writes),
+            Route("health", found.consul_get, found.refuse_write, (), writes),
+            Route("prometheus", found.prometheus_get),
         ]
         #: the route table, made once
         self.routes = {r.name: r for r in table}
@@ -155,7 +162,7 @@ class Api:
             raise HTTPError(
                 404, "no such route: /v1/ (see /v1/kv/, /v1/view/, /v1/accounts/, /v1/hosts/, /v1/units/)"
             )
-        principal = await self.principal(request)
+        principal = await self.principal(request, bearer_enough=segs[0] == "prometheus")
         route, rest = self.routes.get(segs[0]), segs[1:]
         if route is None or (route.get is None and rest):
             raise HTTPError(404, f"no such route: /v1/{segs[0]}/")
@@ -174,9 +181,11 @@ class Api:
 
     # -- who asks, and what they send ------------------------------------------------
 
-    async def principal(self, request: Request) -> auth.Principal:
+    async def principal(self, request: Request, bearer_enough: bool = False) -> auth.Principal:
         """The SSRF guard, then who is asking: 403 without the metadata header or with
-        ``X-Forwarded-For``; 401 without a valid token.
+        ``X-Forwarded-For``; 401 without a valid token. ``bearer_enough``: a token in
+        ``Authorization`` (``Bearer``, or alone) stands in for the metadata header
+        (Prometheus' HTTP SD can send no other; a relayed plain GET carries neither).
 
         ``X-Consul-Token`` carries a token and stands in for the metadata header: a
         relayed plain GET cannot carry a custom header. A ``?token=`` in the URL (Consul's
@@ -187,18 +196,16 @@ class Api:
             if len(request.headers.getlist(once)) > 1:
                 raise HTTPError(400, f"header {once} is given more than once: send it once")
         consul_token = request.headers.get(consul.TOKEN_HEADER)
-        if consul_token is None and request.headers.get(name, "").lower() != value:
+        bearer = auth.bearer(request.headers.get("authorization"), bare=bearer_enough)
+        guarded = consul_token is not None or (bearer_enough and bearer is not None)
+        if not guarded and request.headers.get(name, "").lower() != value:
             raise HTTPError(
                 403, f"missing header {name}: {value} (required on every /v1 request without X-Consul-Token)"
             )
         for proxied in PROXY_HEADERS:
             if proxied in request.headers:
                 raise HTTPError(403, f"requests carrying {proxied} are refused (metadata is not proxied)")
-        token = (
-            consul_token
-            or auth.bearer(request.headers.get("authorization"))
-            or request.query_params.get("token")
-        )
+        token = consul_token or bearer or request.query_params.get("token")
         return await self.token_principal(token, "send Authorization: Bearer <token> (or X-Consul-Token)")
 
     async def token_principal(self, token: str | None, how: str) -> auth.Principal:
@@ -241,17 +248,21 @@ class Api:
         self,
         request: Request,
         principal: auth.Principal,
-        resolve: Callable[[Snapshot, catalog.Scope], Awaitable[tree.Node | None]],
+        resolve: Callable[[Snapshot, catalog.Scope], Awaitable[Any]],
         what: str,
         params: frozenset[str] = frozenset(),
         render: Render | None = None,
+        repeatable: frozenset[str] = frozenset(),
     ) -> Response:
         """Answer a read: resolve a tree node, long-poll if asked, render, add headers.
 
-        ``render``: another protocol's answer (Consul's): its own parameters only, and
-        Consul's rule for ``index``: 0, or one past the store's revision (the store was
-        reset, or the client's index is from elsewhere), answers at once."""
-        check_query(request, {"index", "wait", *params} if render else {"format", "index", "wait", *params})
+        ``render``: another protocol's answer (Consul's, Prometheus'), made from what
+        ``resolve`` found (any value): its own parameters only (``repeatable``: those it
+        takes more than once), and Consul's rule for ``index``: 0, or one past the store's
+        revision (the store was reset, or the client's index is from elsewhere), answers
+        at once."""
+        allowed = {"index", "wait", *params} if render else {"format", "index", "wait", *params}
+        check_query(request, allowed, repeatable)
         q = request.query_params
         index: int | None = None
         if "index" in q:
@@ -262,7 +273,7 @@ class Api:
             parse_wait(q["wait"]) if "wait" in q else self.settings.default_wait, self.settings.max_wait
         )
 
-        async def once(seen: int) -> tuple[tree.Node | None, Snapshot]:
+        async def once(seen: int) -> tuple[Any, Snapshot]:
             async with self.store.snapshot(seen) as snap:
                 scope = await catalog.scope_of(snap, principal, self.account_scopes)
                 return await resolve(snap, scope), snap
@@ -421,6 +432,7 @@ class Api:
         if target.kind in ("account", "stack", "service") and not target.field:
             self.reads.views.drop(target.ids)
             self.rendered.drop(target.ids)
+            self.discovery.instances.drop(target.ids)
         if result.big:
             # reading every unit record to delete left its heap behind (a 66,000-unit
             # account: 72 -> 132 MB RSS, kept): hand it back, as after a big load (not

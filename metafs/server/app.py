@@ -85,6 +85,7 @@ class MetadataServer:
             "answers": self.answers,
             "views": self.api.reads.views,
             "rendered": self.api.rendered,
+            "instances": self.api.discovery.instances,
             **store.caches(),
         }
         for name, cache in kept.items():
@@ -118,6 +119,8 @@ class MetadataServer:
         contents; drop it all."""
         self.api.reads.views.drop(())
         self.api.rendered.drop(())
+        self.api.discovery.instances.drop(())
+        self.api.account_scopes.clear()
         self.answers.clear()
 
     @contextlib.asynccontextmanager

@@ -145,12 +145,13 @@ def parse_wait(text: str) -> float:
     return value / 1000 if m.group(2) == "ms" else value * 60 if m.group(2) == "m" else value
 
 
-def check_query(request: Request, allowed: set[str]) -> None:
+def check_query(request: Request, allowed: set[str], repeatable: frozenset[str] = frozenset()) -> None:
+    """400 for a parameter not ``allowed``, or given twice and not ``repeatable``."""
     seen: set[str] = set()
     for name, _ in request.query_params.multi_items():
         if name not in allowed:
             raise HTTPError(400, f"unknown query parameter {name!r} (allowed: {', '.join(sorted(allowed))})")
-        if name in seen:
+        if name in seen and name not in repeatable:
             raise HTTPError(400, f"query parameter {name!r} is given more than once")
         seen.add(name)
     fmt = request.query_params.get("format")

@@ -161,6 +161,21 @@ def _resource(summary: str, params: list[dict[str, Any]], writable: bool = True)
     return item
 
 
+def _discovery(summary: str, *names: str) -> dict[str, Any]:
+    """A Consul catalog, health or agent read (metafs/server/consul_catalog.py): a
+    blocking query by Consul's rules, with its filters; writes there answer 405."""
+    query = [
+        {"name": "index", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "wait", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,4}(ms|s|m)?$"}},
+        {"name": "tag", "in": "query", "schema": {"type": "string"}, "description": "repeatable"},
+        {"name": "node-meta", "in": "query", "schema": {"type": "string", "pattern": "^[^:]+:.*$"}},
+        *({"name": n, "in": "query", "schema": {"type": "string"}} for n in ("dc", "passing", "stale")),
+    ]
+    params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+    op = {"summary": summary, "parameters": [_FLAVOR, *params, *query], "responses": _responses()}
+    return {"get": op}
+
+
 def _view_resource(unit: str) -> dict[str, Any]:
     item = _resource("a unit's view (the file layout)", _path_params(unit), writable=False)
     item["get"]["parameters"].append(
@@ -263,6 +278,25 @@ def document() -> dict[str, Any]:
             "post": _op("mint a token (operator)", [], body=True, query=False),
         },
         "/v1/tokens/{id}": {"delete": _op("revoke a token (operator)", _path_params("id"), query=False)},
+        "/v1/agent/self": _discovery("Consul: this server as an agent (Config.Datacenter)"),
+        "/v1/agent/members": _discovery("Consul: every host in scope as a LAN member"),
+        "/v1/catalog/datacenters": _discovery("Consul: the one datacenter (serve --datacenter)"),
+        "/v1/catalog/services": _discovery("Consul: each service in scope and its tags"),
+        "/v1/catalog/service/{name}": _discovery("Consul: a service's instances, flat", "name"),
+        "/v1/catalog/nodes": _discovery("Consul: every host in scope as a node"),
+        "/v1/catalog/node/{node}": _discovery("Consul: a node and its instances in scope", "node"),
+        "/v1/health/service/{name}": _discovery("Consul: a service's instances with node and check", "name"),
+        "/v1/health/checks/{name}": _discovery("Consul: a service's checks (one passing per unit)", "name"),
+        "/v1/health/node/{node}": _discovery("Consul: the checks of a node's instances", "node"),
+        "/v1/health/state/{state}": _discovery("Consul: the checks in a state (any, passing, ...)", "state"),
+        "/v1/prometheus/targets": {
+            "get": {
+                "summary": "Prometheus HTTP SD: a target group per unit with an address; a token in"
+                " Authorization (Bearer, or alone) is enough, no Metadata-Flavor",
+                "parameters": [],
+                "responses": _responses(),
+            }
+        },
     }
     return {
         "openapi": "3.1.0",

@@ -29,3 +29,5 @@ class Settings:
     #: ``none``: /metrics is open (it names no ids or values); ``token``: it needs an
     #: operator or reader token (``Authorization: Bearer``, as Prometheus sends it)
     metrics_auth: str = "none"
+    #: the datacenter Consul's catalog reads say they are (``serve --datacenter``)
+    datacenter: str = "dc1"

@@ -1,0 +1,215 @@
+"""The catalog as service discovery sees it: each unit an *instance* of its service (an
+address, a port, tags), each host a *node*, read in a snapshot for a scope. What Consul's
+catalog and health APIs and Prometheus' HTTP SD serve (server/consul_catalog.py,
+server/prometheus_sd.py) is made from these.
+
+Each answer reads only the prefixes it depends on (the services in scope, then one
+service's units, the hosts they name), so its index, and the long poll of a blocking
+query, move with what it shows and not with the rest of the fleet. Instances decoded from
+a service's records are kept while those records are unchanged (:class:`Instances`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..lru import LRU
+from ..store import Snapshot
+from ..tree import scalar_text
+from .keys import key_ids, record_key
+from .records import Record
+from .scope import Scope
+
+#: a service's Consul name: its ids, most specific first, each ``.`` made ``-`` (Consul
+#: clients such as consul-template read ``a.b`` as a tag and a name)
+NAME_SEPARATOR = "--"
+#: a port as a unit lists it: ``80``, ``80/tcp``, ``8080:80/udp`` (the last number is the
+#: container's, which is what the unit's address serves)
+_PORT = re.compile(r"(?:.*:)?(\d{1,5})(?:/[a-z]+)?")
+#: the label that picks the port to scrape, as Kubernetes' convention spells it
+SCRAPE_PORT_LABEL = "prometheus.io/port"
+
+
+def consul_name(ids: tuple[str, ...]) -> str:
+    """``(account, stack, service)`` -> ``service--stack--account`` (no ``.``)."""
+    return NAME_SEPARATOR.join(i.replace(".", "-") for i in reversed(ids))
+
+
+def port_number(item: str) -> int | None:
+    m = _PORT.fullmatch(item.strip())
+    if m is None or not 0 < int(m.group(1)) < 65536:
+        return None
+    return int(m.group(1))
+
+
+def strings(labels: dict[str, Any]) -> dict[str, str]:
+    """Labels as discovery carries them: every value a string, as its file shows it."""
+    return {k: scalar_text(v) for k, v in labels.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One unit, as a service instance."""
+
+    unit: str
+    ids: tuple[str, str, str]  # (account, stack, service)
+    hostname: str
+    cardinal: int
+    address: str  # its virt_ip_address, or ""
+    port: int | None  # its first port
+    host: str  # "" when it has none
+    labels: dict[str, str]
+    service_labels: dict[str, str]
+    create_rev: int
+    mod_rev: int
+
+    @property
+    def tags(self) -> list[str]:
+        """Its service's labels and its own (its own win), as ``key=value``."""
+        return [f"{k}={v}" for k, v in sorted({**self.service_labels, **self.labels}.items())]
+
+    @property
+    def scrape_port(self) -> int | None:
+        """``prometheus.io/port`` of the unit, else of its service, else its first port."""
+        for labels in (self.labels, self.service_labels):
+            if SCRAPE_PORT_LABEL in labels:
+                return port_number(labels[SCRAPE_PORT_LABEL])
+        return self.port
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One host, as a Consul node."""
+
+    name: str
+    address: str  # its agent_ip, or ""
+    hostname: str
+    meta: dict[str, str]
+    create_rev: int
+    mod_rev: int
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A service in scope: its ids and the name discovery gives it."""
+
+    ids: tuple[str, str, str]
+    name: str
+
+
+def _instance(unit: Record, service_labels: dict[str, str]) -> Instance:
+    a, t, s, u = key_ids(unit.item.key)
+    d = unit.data
+    ports = [p for p in (port_number(str(i)) for i in d.get("ports") or []) if p is not None]
+    return Instance(
+        unit=u,
+        ids=(a, t, s),
+        hostname=str(d.get("hostname", "")),
+        cardinal=int(d.get("cardinal_value", 0)),
+        address=str(d.get("virt_ip_address") or ""),
+        port=ports[0] if ports else None,
+        host=str(d.get("host") or ""),
+        labels=strings(d.get("labels") or {}),
+        service_labels=service_labels,
+        create_rev=unit.item.create_rev,
+        mod_rev=unit.item.mod_rev,
+    )
+
+
+_Kept = tuple[tuple[object, ...], list[Instance]]
+
+
+class Instances:
+    """The instances of each service, kept while its records are unchanged: decoding
+    5,000 unit records costs tens of ms, and Prometheus, consul-template and Traefik each
+    ask again on every change anywhere. Bounded by :data:`MAX_BYTES` (an estimate per
+    instance); the stamps carry their time and the compacted revision, so a store put
+    back, or a tombstone compacted away, never matches a kept entry."""
+
+    MAX_BYTES = 64 << 20
+    BYTES_PER_INSTANCE = 1_500
+
+    def __init__(self) -> None:
+        def weigh(kept: _Kept) -> int:
+            return 256 + self.BYTES_PER_INSTANCE * len(kept[1])
+
+        self._kept: LRU[tuple[str, ...], _Kept] = LRU(weigh, self.MAX_BYTES)
+
+    async def of(self, snap: Snapshot, ids: tuple[str, str, str]) -> list[Instance]:
+        """The instances of service ``ids``, sorted by unit id. A scope reads every
+        instance of a service it may read: a unit's view shows its peers (``all_hosts/``)."""
+        prefixes = [record_key("unit", ids), record_key("service", ids)]
+        stamps = (*await snap.last_changes_at(prefixes), snap.compacted)
+        kept = self._kept.get(ids)
+        if kept is None or kept[0] != stamps:
+            service = await snap.get(prefixes[1])
+            labels = strings(Record.load(service).data.get("labels") or {}) if service else {}
+            units = [_instance(Record.load(item), labels) for item in await snap.range(prefixes[0])]
+            kept = (stamps, sorted(units, key=lambda i: i.unit))
+            self._kept.put(ids, kept)
+        return kept[1]
+
+    def drop(self, under: tuple[str, ...] = ()) -> None:
+        """Forget the services at and below ``under`` (an account, stack or service
+        deleted: what they describe is gone)."""
+        for ids in self._kept:
+            if ids[: len(under)] == under:
+                self._kept.pop(ids)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    @property
+    def size(self) -> int:
+        return self._kept.size
+
+
+async def services(snap: Snapshot, scope: Scope) -> list[Service]:
+    """Every service ``scope`` may read, sorted by name. Names are unique: two services
+    whose names would be the same (ids that differ only by ``.`` and ``-``) each get
+    eight hex digits of their ids' hash after their name."""
+    if scope.services is None or scope.account is not None:
+        prefix = "s/" if scope.account is None else record_key("service", (scope.account,))
+        found = [tuple(key_ids(i.key)) for i in await snap.range(prefix)]
+    else:
+        found = sorted(scope.services)
+        await snap.last_change(scope.list_prefix)  # a unit moved in or out changes the list
+    named: dict[str, list[tuple[str, ...]]] = {}
+    for ids in found:
+        named.setdefault(consul_name(ids), []).append(ids)
+    out = []
+    for name, all_ids in named.items():
+        for ids in all_ids:
+            if len(all_ids) > 1:
+                digest = hashlib.sha256("/".join(ids).encode()).hexdigest()[:8]
+                out.append(Service(ids, f"{name}{NAME_SEPARATOR}{digest}"))  # type: ignore[arg-type]
+            else:
+                out.append(Service(ids, name))  # type: ignore[arg-type]
+    return sorted(out, key=lambda s: s.name)
+
+
+async def nodes(snap: Snapshot, names: Iterable[str] | None = None) -> dict[str, Node]:
+    """The hosts named (None: every host), by name; a name without a record is left out."""
+    if names is None:
+        items = await snap.range("h/")
+    else:
+        keys = [record_key("host", (n,)) for n in sorted(set(names)) if n]
+        items = [i for i in (await snap.get_many(keys)).values() if i is not None]
+    out = {}
+    for item in items:
+        rec = Record.load(item)
+        (name,) = key_ids(item.key)
+        d = rec.data
+        out[name] = Node(
+            name=name,
+            address=str(d.get("agent_ip") or ""),
+            hostname=str(d.get("hostname") or ""),
+            meta=strings(d.get("labels") or {}),
+            create_rev=item.create_rev,
+            mod_rev=item.mod_rev,
+        )
+    return out
