@@ -12,17 +12,21 @@ a service's records are kept while those records are unchanged (:class:`Instance
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from ..lru import LRU
-from ..store import Snapshot
+from ..store import Snapshot, yielding
 from ..tree import scalar_text
 from .keys import key_ids, record_key
 from .records import Record
 from .scope import Scope
+from .views import BIG_SERVICE
 
 #: a service's Consul name: its ids, most specific first, each ``.`` made ``-`` (Consul
 #: clients such as consul-template read ``a.b`` as a tag and a name)
@@ -32,6 +36,18 @@ NAME_SEPARATOR = "--"
 _PORT = re.compile(r"(?:.*:)?(\d{1,5})(?:/[a-z]+)?")
 #: the label that picks the port to scrape, as Kubernetes' convention spells it
 SCRAPE_PORT_LABEL = "prometheus.io/port"
+
+
+#: answers of more entries than this are encoded off the event loop
+BIG_ANSWER = 1_000
+
+
+async def encoded(value: Any) -> bytes:
+    """``value`` as JSON bytes; a big one (5,000 target groups: ~25 ms) in a worker
+    thread, so the event loop runs meanwhile."""
+    if isinstance(value, (list, dict)) and len(value) > BIG_ANSWER:
+        return await anyio.to_thread.run_sync(lambda: json.dumps(value).encode())
+    return json.dumps(value).encode()
 
 
 def consul_name(ids: tuple[str, ...]) -> str:
@@ -120,22 +136,31 @@ def _instance(unit: Record, service_labels: dict[str, str]) -> Instance:
     )
 
 
-_Kept = tuple[tuple[object, ...], list[Instance]]
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A service's instances, as of ``stamps`` (when its records last changed, and the
+    compacted revision then) and its service record's revision."""
+
+    stamps: tuple[object, ...]
+    service_rev: int
+    by_key: dict[str, Instance]
+    instances: list[Instance]
 
 
 class Instances:
-    """The instances of each service, kept while its records are unchanged: decoding
-    5,000 unit records costs tens of ms, and Prometheus, consul-template and Traefik each
-    ask again on every change anywhere. Bounded by :data:`MAX_BYTES` (an estimate per
-    instance); the stamps carry their time and the compacted revision, so a store put
-    back, or a tombstone compacted away, never matches a kept entry."""
+    """The instances of each service, kept while its records are unchanged, and after a
+    change only the units that changed decoded again: decoding 5,000 unit records costs
+    ~100 ms, and Prometheus, consul-template and Traefik each ask again on every change.
+    Bounded by :data:`MAX_BYTES` (an estimate per instance); the stamps carry their time
+    and the compacted revision, so a store put back, or a tombstone compacted away, never
+    matches a kept entry."""
 
     MAX_BYTES = 64 << 20
     BYTES_PER_INSTANCE = 1_500
 
     def __init__(self) -> None:
         def weigh(kept: _Kept) -> int:
-            return 256 + self.BYTES_PER_INSTANCE * len(kept[1])
+            return 256 + self.BYTES_PER_INSTANCE * len(kept.instances)
 
         self._kept: LRU[tuple[str, ...], _Kept] = LRU(weigh, self.MAX_BYTES)
 
@@ -145,13 +170,21 @@ class Instances:
         prefixes = [record_key("unit", ids), record_key("service", ids)]
         stamps = (*await snap.last_changes_at(prefixes), snap.compacted)
         kept = self._kept.get(ids)
-        if kept is None or kept[0] != stamps:
+        if kept is None or kept.stamps != stamps:
             service = await snap.get(prefixes[1])
             labels = strings(Record.load(service).data.get("labels") or {}) if service else {}
-            units = [_instance(Record.load(item), labels) for item in await snap.range(prefixes[0])]
-            kept = (stamps, sorted(units, key=lambda i: i.unit))
+            rev = service.mod_rev if service else 0
+            old = kept.by_key if kept is not None and kept.service_rev == rev else {}
+            by_key = {}
+            # sorted by key, so by unit id; the loop runs between batches
+            async for item in yielding(await snap.range(prefixes[0]), BIG_SERVICE):
+                inst = old.get(item.key)
+                if inst is None or inst.mod_rev != item.mod_rev:
+                    inst = _instance(Record.load(item), labels)
+                by_key[item.key] = inst
+            kept = _Kept(stamps, rev, by_key, list(by_key.values()))
             self._kept.put(ids, kept)
-        return kept[1]
+        return kept.instances
 
     def drop(self, under: tuple[str, ...] = ()) -> None:
         """Forget the services at and below ``under`` (an account, stack or service

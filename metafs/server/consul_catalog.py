@@ -12,7 +12,6 @@ refused: the catalog is written through metafs's own API.
 from __future__ import annotations
 
 import functools
-import json
 import platform
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -314,8 +313,8 @@ class ConsulCatalog:
 
 async def _call(
     read: Callable[[Snapshot, Scope, Asked], Awaitable[Any]], asked: Asked, snap: Snapshot, scope: Scope
-) -> Any:
-    return await read(snap, scope, asked)
+) -> bytes:
+    return await discovery.encoded(await read(snap, scope, asked))
 
 
 #: the reads that name something after their path (``health/service/<name>``)
@@ -324,7 +323,7 @@ _WITH_ARG = frozenset(
 )
 
 
-def answer(request: Request, made: Any, snap: Snapshot) -> Response:
+def answer(request: Request, made: bytes, snap: Snapshot) -> Response:
     """A catalog read's JSON with Consul's headers; kept until the next commit."""
     request.scope[READ_AT] = snap.revision
-    return Response(json.dumps(made), headers=consul.headers(snap), media_type=JSON)
+    return Response(made, headers=consul.headers(snap), media_type=JSON)

@@ -27,6 +27,7 @@ from .sections import (
     abuse,
     cold,
     consul,
+    discovery,
     fanout,
     history,
     long_polls,
@@ -60,7 +61,7 @@ def main() -> int:
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="metafs-bench-") as d:
         tmp = Path(d)
-        first = (warm, page_cache, cold, propagation, consul, throughput, restart, network)
+        first = (warm, page_cache, cold, propagation, consul, discovery, throughput, restart, network)
         if any(wanted(s) for s in first):
             with server(tmp, "--log-level", "error") as srv:
                 load = srv.url + "/v1/load"
