@@ -104,7 +104,7 @@ def http_sd(report: Report, srv: ServerProcess) -> None:
     )
     report.record(
         "discovery",
-        f"HTTP SD of {n} units, kept until the next commit",
+        f"HTTP SD of {n} units, again before the next commit",
         (statistics.median(again), (min(again), max(again))),
         "ms",
         ("made", p50),
