@@ -186,3 +186,21 @@ def test_the_npm_consul_client(srv: ServerProcess) -> None:
     assert int(seen["changed"]["index"]) > int(seen["watching"]["index"])
     names = {e["Service"]["ID"]: e["Service"]["Meta"]["hostname"] for e in seen["changed"]["data"]}
     assert names[WEB1] == "web-1b"
+
+
+def test_the_documented_prometheus_job_is_a_valid_config(tmp_path: Path) -> None:
+    """docs/service-discovery.md's job, checked by Prometheus' own promtool."""
+    promtool = shutil.which("promtool")
+    assert promtool, "Debian's prometheus package brings promtool"
+    doc = (ROOT / "docs" / "service-discovery.md").read_text()
+    job = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    secret = tmp_path / "secret"
+    secret.write_text("mfs_reader_x")
+    for path in ("/etc/prometheus/metafs.token", "/etc/prometheus/metafs-ca.pem"):
+        assert path in job
+        job = job.replace(path, str(secret))
+    (tmp_path / "job.yml").write_text(job)
+    r = subprocess.run(
+        [promtool, "check", "config", str(tmp_path / "job.yml")], capture_output=True, text=True
+    )
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
