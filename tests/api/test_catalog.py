@@ -13,7 +13,7 @@ import consul.exceptions
 import httpx
 import pytest
 
-from tests.support.servers import EXAMPLE, HEADERS, OPERATOR_TOKEN, ZK1, ServerProcess
+from tests.support.servers import HEADERS, OPERATOR_TOKEN, ZK1, ServerProcess, example_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,13 +23,8 @@ WEB1 = "3b1f2c9e-0001-4a6e-9d2b-5c1e8f000001"
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path_factory.mktemp("catalog") / "metafs.db").start("--datacenter", "eu-1")
-    try:
-        r = httpx.post(s.url + "/v1/load", content=EXAMPLE.read_bytes(), headers=HEADERS, timeout=10)
-        assert r.status_code == 200, r.text
+    with example_server(tmp_path_factory.mktemp("catalog") / "metafs.db", "--datacenter", "eu-1") as s:
         yield s
-    finally:
-        s.stop()
 
 
 def token(srv: ServerProcess, kind: str, subject: str = "") -> str:

@@ -17,7 +17,14 @@ import consul.exceptions
 import httpx
 import pytest
 
-from tests.support.servers import EXAMPLE, HEADERS, OPERATOR_TOKEN, ZK1, ZK1_PATH, ServerProcess
+from tests.support.servers import (
+    HEADERS,
+    OPERATOR_TOKEN,
+    ZK1,
+    ZK1_PATH,
+    ServerProcess,
+    example_server,
+)
 
 ZK2 = "f58ce48e-a4d5-4c1b-905f-ee3b15ccf117"
 WEB1_PATH = "7/shop/web/3b1f2c9e-0001-4a6e-9d2b-5c1e8f000001"
@@ -25,13 +32,8 @@ WEB1_PATH = "7/shop/web/3b1f2c9e-0001-4a6e-9d2b-5c1e8f000001"
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path_factory.mktemp("consul") / "metafs.db").start()
-    try:
-        r = httpx.post(s.url + "/v1/load", content=EXAMPLE.read_bytes(), headers=HEADERS, timeout=10)
-        assert r.status_code == 200, r.text
+    with example_server(tmp_path_factory.mktemp("consul") / "metafs.db") as s:
         yield s
-    finally:
-        s.stop()
 
 
 def client(srv: ServerProcess, token: str = OPERATOR_TOKEN) -> consul.Consul:

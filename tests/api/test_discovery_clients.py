@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.servers import EXAMPLE, HEADERS, ROOT, ServerProcess, free_port
+from tests.support.servers import HEADERS, ROOT, ServerProcess, example_server, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,13 +25,8 @@ WEB1 = "3b1f2c9e-0001-4a6e-9d2b-5c1e8f000001"
 
 @pytest.fixture
 def srv(tmp_path: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path / "metafs.db").start()
-    try:
-        r = httpx.post(s.url + "/v1/load", content=EXAMPLE.read_bytes(), headers=HEADERS, timeout=10)
-        assert r.status_code == 200, r.text
+    with example_server(tmp_path / "metafs.db") as s:
         yield s
-    finally:
-        s.stop()
 
 
 def reader_token(srv: ServerProcess) -> str:

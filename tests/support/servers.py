@@ -3,6 +3,7 @@ and the real `metafs` command line."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -11,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +93,18 @@ class ServerProcess:
         code = self.proc.returncode
         self.proc = None
         return code
+
+
+@contextlib.contextmanager
+def example_server(db: Path, *extra: str) -> Iterator[ServerProcess]:
+    """A server over ``db`` with the example world loaded, stopped on the way out."""
+    s = ServerProcess(db).start(*extra)
+    try:
+        r = httpx.post(s.url + "/v1/load", content=EXAMPLE.read_bytes(), headers=HEADERS, timeout=10)
+        assert r.status_code == 200, r.text
+        yield s
+    finally:
+        s.stop()
 
 
 def cli(

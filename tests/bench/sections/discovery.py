@@ -14,9 +14,9 @@ import httpx
 
 from tests.support.servers import HEADERS, OPERATOR_TOKEN, ZK1_PATH, ServerProcess
 
-from ..harness import QUICK, Report, pct
+from ..harness import QUICK, Report
 from ..workloads import big_service
-from .consul import _wake
+from .consul import race
 
 KEY = f"{ZK1_PATH}/hostname"
 SERVICE = "s4--test1--5"
@@ -25,41 +25,15 @@ TARGETS = "/v1/prometheus/targets"
 
 def wake_ups(report: Report, srv: ServerProcess) -> None:
     c = consul.Consul(host="127.0.0.1", port=srv.port, token=OPERATOR_TOKEN)
-    http = httpx.Client(base_url=srv.url, headers=HEADERS, timeout=60)
 
-    def write(value: str) -> None:
-        http.put(f"/v1/kv/{KEY}", content=value).raise_for_status()
-
-    def health_index() -> int:
-        return int(c.health.service(SERVICE)[0])
-
-    def health_block(at: int) -> None:
+    def block(at: int) -> None:
         c.health.service(SERVICE, index=at, wait="30s")
 
-    def metafs_index() -> int:
-        return int(http.get(f"/v1/kv/{KEY}").headers["X-Metafs-Index"])
+    def index() -> int:
+        return int(c.health.service(SERVICE)[0])
 
-    def metafs_block(at: int) -> None:
-        http.get(f"/v1/kv/{KEY}", params={"index": at, "wait": "30s"})
-
-    ours, theirs = [], []
-    for i in range(10 if QUICK else 40):
-        theirs.append(_wake(health_block, health_index, write, f"h{i}"))
-        ours.append(_wake(metafs_block, metafs_index, write, f"m{i}"))
-    write("s4-1")
-    http.close()
-    for which, figure, goal in (
-        ("p50", statistics.median, "<= 1.2x long poll"),
-        ("p99", lambda v: pct(v, 99), ""),
-    ):
-        report.record(
-            "discovery",
-            f"write -> blocking health/service answered, {which}",
-            (figure(theirs), (min(theirs), max(theirs))),
-            "ms",
-            ("metafs long poll", figure(ours)),
-            goal=goal,
-        )
+    with httpx.Client(base_url=srv.url, headers=HEADERS, timeout=60) as http:
+        race(report, "discovery", "blocking health/service", (block, index), http, KEY)
 
 
 def http_sd(report: Report, srv: ServerProcess) -> None:
