@@ -19,6 +19,7 @@ ROUTES = (
     "catalog",
     "health",
     "prometheus",
+    "fleet",
 )
 #: the first segments of a key that name a route of their own (the rest are seed paths)
 KEY_ROUTES = frozenset({"accounts", "hosts", "units", "view", "kv"})

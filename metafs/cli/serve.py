@@ -81,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         answer_bytes=args.answer_cache_size,
         view_bytes=args.view_cache_size,
         rendered_bytes=args.render_cache_size,
+        instance_bytes=args.instance_cache_size,
         history_retention=args.history_retention,
         metrics_auth=args.metrics_auth,
         datacenter=args.datacenter,
@@ -264,6 +265,14 @@ def add_commands(sub: Subparsers) -> None:
         default=DEFAULTS.answer_bytes,
         metavar="BYTES",
         help="... and at most this many bytes of them (default: %(default)s)",
+    )
+    p.add_argument(
+        "--instance-cache-size",
+        type=size,
+        default=DEFAULTS.instance_bytes,
+        metavar="BYTES",
+        help="units decoded for the service catalog, HTTP SD and the web page's lists, estimated"
+        " bytes (~1 KB a unit; default: %(default)s); past it, lists re-read the store",
     )
     p.add_argument(
         "--view-cache-size",

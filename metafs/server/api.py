@@ -46,6 +46,7 @@ from ..store import Snapshot, Store, StoreError, TooLarge
 from . import consul
 from .backups import backup_route
 from .discovery_routes import DiscoveryRoutes
+from .fleet import Fleet
 from .history import check_history, in_history
 from .http import (
     JSON,
@@ -115,7 +116,7 @@ class Api:
         self.polls = LongPolls(store, metrics.long_polls.track_inprogress)
         self.rendered = RenderedViews(settings.rendered_bytes)
         reads, both, writes = self.reads, ("PUT", "DELETE"), ("PUT", "POST", "DELETE")
-        found = self.discovery = DiscoveryRoutes(self.read, settings.datacenter)
+        found = self.discovery = DiscoveryRoutes(self.read, settings.datacenter, settings.instance_bytes)
         table = [
             Route("kv", self._reader(reads.seed), self._write_record, both, both),
             Route("view", self._view),
@@ -130,6 +131,7 @@ class Api:
             Route("catalog", found.consul_get, found.refuse_write, (), writes),
             Route("health", found.consul_get, found.refuse_write, (), writes),
             Route("prometheus", found.prometheus_get),
+            Route("fleet", Fleet(self.read, found.instances).get),
         ]
         #: the route table, made once
         self.routes = {r.name: r for r in table}

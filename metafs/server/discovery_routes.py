@@ -23,9 +23,9 @@ class DiscoveryRoutes:
     """GET handlers of ``/v1/agent/``, ``/v1/catalog/``, ``/v1/health/`` and
     ``/v1/prometheus/targets``, and the refusal of writes there."""
 
-    def __init__(self, read: Read, datacenter: str) -> None:
+    def __init__(self, read: Read, datacenter: str, instance_bytes: int) -> None:
         self.read = read
-        self.instances = Instances()
+        self.instances = Instances(instance_bytes)
         self.consul = consul_catalog.ConsulCatalog(datacenter, self.instances)
         self.targets = prometheus_sd.PrometheusTargets(self.instances)
 

@@ -24,6 +24,9 @@ class Settings:
     answer_bytes: int = 16 << 20  # ... and their bodies' total size
     view_bytes: int = 32 << 20  # built service views kept, estimated (see catalog/views.py)
     rendered_bytes: int = 16 << 20  # rendered whole unit views kept (see render.py)
+    #: units decoded as service instances, kept for the catalog, HTTP SD and /v1/fleet
+    #: (estimated; see catalog/discovery.py): 96 MiB holds ~100,000 units
+    instance_bytes: int = 96 << 20
     #: tombstones of deletes older than this are compacted away (seconds; see compaction.py)
     history_retention: float = 3600.0
     #: ``none``: /metrics is open (it names no ids or values); ``token``: it needs an

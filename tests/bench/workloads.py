@@ -43,6 +43,37 @@ def big_service(units: int, name: str = "big", host: str = "node-a") -> dict[str
     }
 
 
+def fleet(accounts: int = 5, services: int = 20, units: int = 50, hosts: int = 50) -> dict[str, Any]:
+    """A fleet as the web page meets it (5 x 20 x 50 = 5,000 units on 50 hosts by default):
+    unit ``a<A>-s<S>-<I>``, hostname ``s<S>-<I>.a<A>``, address ``10.<A>.<S>.<I>``, each on
+    host ``node-<n>`` (round robin), with a zone label."""
+    n = 0
+    doc: dict[str, Any] = {
+        "hosts": {
+            f"node-{h}": {"agent_ip": f"192.168.{h // 250}.{h % 250 + 1}", "labels": {"rack": f"r{h % 5}"}}
+            for h in range(hosts)
+        },
+        "accounts": {},
+    }
+    for a in range(accounts):
+        svcs: dict[str, Any] = {}
+        for s in range(services):
+            members: dict[str, Any] = {}
+            for i in range(units):
+                members[f"a{a}-s{s}-{i}"] = {
+                    "cardinal_value": i,
+                    "hostname": f"s{s}-{i}.a{a}",
+                    "virt_ip_address": f"10.{a}.{s}.{i + 1}",
+                    "ports": ["8080/tcp"],
+                    "host": f"node-{n % hosts}",
+                    "labels": {"zone": "abc"[i % 3]},
+                }
+                n += 1
+            svcs[f"svc{s}"] = {"units": members}
+        doc["accounts"][f"acct{a}"] = {"stacks": {"prod": {"services": svcs}}}
+    return doc
+
+
 def read_file(path: Path) -> Callable[[], bytes]:
     p = str(path)
 
