@@ -475,6 +475,13 @@ function start() {
   show();
 }
 
+// a page left with its long polls open keeps their connections busy until the server
+// answers (55 s): the browser has six per server, and the sixth reload waited that long
+window.addEventListener("pagehide", () => {
+  generation++;
+  if (controller) controller.abort();
+});
+
 window.addEventListener("hashchange", () => {
   if (tokenFromHash()) token = sessionStorage.getItem("metafs-token");
   if (token) show();

@@ -38,6 +38,7 @@ from .sections import (
     restart,
     scale,
     throughput,
+    ui,
     warm,
 )
 from .workloads import big_service
@@ -69,7 +70,7 @@ def main() -> int:
                 httpx.post(load, json=big_service(100), headers=HEADERS).raise_for_status()
                 for section in filter(wanted, first):
                     section.run(report, tmp, srv)
-        for alone in filter(wanted, (abuse, long_polls, scale, fanout, history)):
+        for alone in filter(wanted, (abuse, long_polls, scale, fanout, history, ui)):
             alone.run(report, tmp)
     if wanted(memory):
         memory.run(report)
