@@ -10,7 +10,9 @@ Routes (``<...>`` is one path segment, percent-decoded once):
 - ``GET|PUT|DELETE /v1/accounts/...``, ``/v1/hosts/...`` the document API;
   ``PUT|DELETE`` on ``/v1/kv/...`` write the same records by their seed path;
 - ``GET|POST /v1/tokens/``, ``DELETE /v1/tokens/<id>`` tokens (operators only);
-- ``POST /v1/load`` a whole load document, all or nothing.
+- ``POST /v1/load`` a whole load document, all or nothing;
+- Consul's ``/v1/agent|catalog|health/...``, ``/v1/prometheus/targets`` and the web
+  page's ``/v1/fleet/...``: :mod:`.discovery_routes`, :mod:`.fleet`.
 
 Every read answers text by default (EC2 style) or JSON (``Accept: application/json`` or
 ``?format=json``), carries ``ETag``, ``X-Metafs-Index`` (the revision at which that

@@ -176,6 +176,39 @@ def _discovery(summary: str, *names: str) -> dict[str, Any]:
     return {"get": op}
 
 
+def _fleet() -> dict[str, Any]:
+    """``/v1/fleet/...`` (metafs/server/fleet.py): the web page's paged lists and search."""
+    page: list[dict[str, Any]] = [
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}},
+        *_READ_QUERY[1:],
+    ]
+    units: list[dict[str, Any]] = [
+        {
+            "name": "service",
+            "in": "query",
+            "schema": {"type": "string"},
+            "description": "ACCOUNT/STACK/SERVICE",
+        },
+        {"name": "host", "in": "query", "schema": {"type": "string"}},
+    ]
+    found: list[dict[str, Any]] = [
+        {"name": "q", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 200}},
+        *_READ_QUERY[1:],
+    ]
+
+    def op(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"get": {"summary": summary, "parameters": [_FLAVOR, *params], "responses": _responses()}}
+
+    return {
+        "/v1/fleet/services": op("services with their unit counts and last change, paged", page),
+        "/v1/fleet/hosts": op("hosts with their units, paged", page),
+        "/v1/fleet/units": op("units (of a service, or on a host), paged", page + units),
+        "/v1/fleet/search": op("units whose id, hostname, address, host or label contains q", found),
+    }
+
+
 def _view_resource(unit: str) -> dict[str, Any]:
     item = _resource("a unit's view (the file layout)", _path_params(unit), writable=False)
     item["get"]["parameters"].append(
@@ -289,6 +322,7 @@ def document() -> dict[str, Any]:
         "/v1/health/checks/{name}": _discovery("Consul: a service's checks (one passing per unit)", "name"),
         "/v1/health/node/{node}": _discovery("Consul: the checks of a node's instances", "node"),
         "/v1/health/state/{state}": _discovery("Consul: the checks in a state (any, passing, ...)", "state"),
+        **_fleet(),
         "/v1/prometheus/targets": {
             "get": {
                 "summary": "Prometheus HTTP SD: a target group per unit with an address; a token in"
