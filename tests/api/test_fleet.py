@@ -98,3 +98,40 @@ def test_a_list_is_kept_live_by_a_long_poll(loaded: httpx.Client, server: Server
     assert took < 5 and int(r.headers["x-metafs-index"]) > int(index)
     s4 = next(s for s in r.json()["items"] if s["service"] == "s4")
     assert s4["changed"] == int(r.headers["x-metafs-index"])
+
+
+def metric(srv: ServerProcess, name: str) -> float:
+    for line in httpx.get(srv.url + "/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    raise AssertionError(f"no {name}")
+
+
+def test_what_the_lists_keep_goes_with_what_they_describe(
+    loaded: httpx.Client, server: ServerProcess
+) -> None:
+    """Rounds of a 200-unit service loaded, listed by every reader of instances, and
+    deleted: the kept instances come back to the example's three services each time."""
+    entries = 'metafs_cache_entries{cache="instances"}'
+    loaded.get("/v1/fleet/services")
+    before = metric(server, entries)
+    assert before == 3
+    for r in range(10):
+        units = {
+            f"c{r}-{i}": {"cardinal_value": i, "hostname": f"c-{i}", "virt_ip_address": "10.9.9.9"}
+            for i in range(200)
+        }
+        assert (
+            loaded.post(
+                "/v1/load",
+                json={"accounts": {"9": {"stacks": {"s": {"services": {f"c{r}": {"units": units}}}}}}},
+            ).status_code
+            == 200
+        )
+        assert loaded.get("/v1/fleet/search", params={"q": f"c{r}-199"}).json()["total"] == 1
+        assert len(loaded.get(f"/v1/health/service/c{r}--s--9").json()) == 200
+        assert loaded.get("/v1/prometheus/targets").status_code == 200
+        assert metric(server, entries) == before + 1
+        assert loaded.delete("/v1/accounts/9").status_code == 200
+        assert metric(server, entries) == before
+    assert metric(server, 'metafs_cache_bytes{cache="instances"}') < 64 * 1024  # three small services
