@@ -3,7 +3,10 @@
 // own address (#/unit/<id>, #/host/<name>, ...) and is kept live by long polls on what it
 // shows; a value that just changed is marked for a few seconds. Read-only. Every value
 // is put on the page as text (textContent), never as HTML. No build step, nothing fetched
-// from elsewhere: see /v1/fleet/ in the HTTP API.
+// from elsewhere: see /v1/fleet/ in the HTTP API. One file past 500 lines, because with
+// no build step a second script would be a second request and a second global scope;
+// its parts are marked below (the server, marking changes, lists, views, routes, search,
+// the token).
 "use strict";
 
 const PAGE = 100; // rows on one page of a list: the page stays small whatever the fleet
