@@ -357,8 +357,9 @@ class EtcdStore(Store):
             await self._watching.wait()
         with self._waiters.register(prefixes, after) as waiter:
             async with self.snapshot(after) as snap:
-                for p in prefixes:
-                    await snap.last_change(p)
+                # one round trip for every prefix the watch does not keep (one each: a
+                # 1,000-client fan-out ran the gateway's pool dry)
+                await snap.last_changes_at(list(prefixes))
             if snap.changed > after:
                 return snap.changed
             await waiter.wait(max(0.0, deadline - anyio.current_time()))
