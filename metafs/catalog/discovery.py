@@ -147,14 +147,19 @@ def _instance(unit: Record, service_labels: dict[str, str]) -> Instance:
 
 
 @dataclass(frozen=True, slots=True)
-class _Kept:
-    """A service's instances, as of ``stamps`` (when its records last changed, and the
-    compacted revision then) and its service record's revision."""
+class ServiceInstances:
+    """A service's instances, as of ``stamps`` (see ``Snapshot.version_of``: its unit and
+    service records) and its service record's revision."""
 
     stamps: tuple[object, ...]
     service_rev: int
     by_key: dict[str, Instance]
     instances: list[Instance]
+
+    @property
+    def changed(self) -> tuple[int, float]:
+        """The revision and time at which its units last changed (deletions included)."""
+        return self.stamps[0]  # type: ignore[return-value]
 
 
 class Instances:
@@ -171,16 +176,16 @@ class Instances:
     BYTES_PER_INSTANCE = 1_000
 
     def __init__(self, max_bytes: int = 96 << 20) -> None:
-        def weigh(kept: _Kept) -> int:
+        def weigh(kept: ServiceInstances) -> int:
             return 256 + self.BYTES_PER_INSTANCE * len(kept.instances)
 
-        self._kept: LRU[tuple[str, ...], _Kept] = LRU(weigh, max_bytes)
+        self._kept: LRU[tuple[str, ...], ServiceInstances] = LRU(weigh, max_bytes)
 
-    async def of(self, snap: Snapshot, ids: tuple[str, str, str]) -> list[Instance]:
+    async def of(self, snap: Snapshot, ids: tuple[str, str, str]) -> ServiceInstances:
         """The instances of service ``ids``, sorted by unit id. A scope reads every
         instance of a service it may read: a unit's view shows its peers (``all_hosts/``)."""
         prefixes = [record_key("unit", ids), record_key("service", ids)]
-        stamps = (*await snap.last_changes_at(prefixes), snap.compacted)
+        stamps = await snap.version_of(prefixes)
         kept = self._kept.get(ids)
         if kept is None or kept.stamps != stamps:
             service = await snap.get(prefixes[1])
@@ -194,9 +199,9 @@ class Instances:
                 if inst is None or inst.mod_rev != item.mod_rev:
                     inst = _instance(Record.load(item), labels)
                 by_key[item.key] = inst
-            kept = _Kept(stamps, rev, by_key, list(by_key.values()))
+            kept = ServiceInstances(stamps, rev, by_key, list(by_key.values()))
             self._kept.put(ids, kept)
-        return kept.instances
+        return kept
 
     def drop(self, under: tuple[str, ...] = ()) -> None:
         """Forget the services at and below ``under`` (an account, stack or service
@@ -235,6 +240,19 @@ async def services(snap: Snapshot, scope: Scope) -> list[Service]:
             else:
                 out.append(Service(ids, name))  # type: ignore[arg-type]
     return sorted(out, key=lambda s: s.name)
+
+
+async def in_scope(
+    snap: Snapshot, scope: Scope, instances: Instances, only: str | None = None
+) -> list[tuple[Service, ServiceInstances]]:
+    """Every service ``scope`` may read (``only``: the one of that name), sorted by name,
+    with its instances. Only those services' records are read, so an answer about one
+    service moves (and wakes its blocking queries) with that service alone."""
+    return [
+        (svc, await instances.of(snap, svc.ids))
+        for svc in await services(snap, scope)
+        if only is None or svc.name == only
+    ]
 
 
 async def nodes(snap: Snapshot, names: Iterable[str] | None = None) -> dict[str, Node]:

@@ -105,7 +105,7 @@ class AccountScopes:
     async def scope(self, snap: Snapshot, principal: auth.Principal) -> Scope:
         account = principal.subject
         prefixes = [record_key("unit", (account,)), record_key("service", (account,))]
-        stamps = (*await snap.last_changes_at(prefixes), snap.compacted)
+        stamps = await snap.version_of(prefixes)
         known = self._kept.get(account)
         if known is None or known[0] != stamps:
             placed, services = [await snap.range(p) for p in prefixes]

@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from .. import tree
 from ..store import Snapshot
+from .history import poll_index
 from .http import JSON, TEXT, HTTPError
 
 TOKEN_HEADER = "X-Consul-Token"
@@ -114,12 +115,9 @@ def value_of(leaf: tree.Leaf) -> bytes:
 
 
 def headers(snap: Snapshot) -> dict[str, str]:
-    """On every answer. The index is never 0: a client that gets 0 sends ``index=0``,
-    which does not block, and spins."""
+    """On every answer (the index: see :func:`.history.poll_index`)."""
     return {
-        # at least the compacted revision: an index from below it is answered at once
-        # (see Api.read), so a client given one would never block again
-        "X-Consul-Index": str(max(1, snap.changed, snap.compacted)),
+        "X-Consul-Index": str(poll_index(snap)),
         "X-Consul-KnownLeader": "true",
         "X-Consul-LastContact": "0",
     }

@@ -215,10 +215,8 @@ class ConsulCatalog:
 
     async def _in_scope(self, snap: Snapshot, scope: Scope, only: str | None = None) -> list[Placed]:
         """Every instance in scope (``only``: of the service of that name), with its node."""
-        found = []
-        for svc in await discovery.services(snap, scope):
-            if only is None or svc.name == only:
-                found += [(svc.name, i) for i in await self.instances.of(snap, svc.ids)]
+        placed = await discovery.in_scope(snap, scope, self.instances, only)
+        found = [(svc.name, i) for svc, kept in placed for i in kept.instances]
         nodes = await discovery.nodes(snap, {i.host for _, i in found})
         return [(name, i, nodes.get(i.host)) for name, i in found]
 

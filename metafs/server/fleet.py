@@ -21,11 +21,11 @@ from starlette.responses import Response
 from .. import auth
 from ..catalog import Scope, discovery
 from ..catalog.discovery import Instance, Instances, natural
-from ..catalog.keys import record_key
 from ..catalog.records import iso
 from ..protocol import INDEX_HEADER, REVISION_HEADER
 from ..store import Snapshot
 from .discovery_routes import Read
+from .history import poll_index
 from .http import JSON, READ_AT, HTTPError
 
 #: rows in one page unless ``limit`` says otherwise, and at most
@@ -88,19 +88,15 @@ class Fleet:
         self.instances = instances
 
     async def _placed(self, snap: Snapshot, scope: Scope) -> list[Instance]:
-        found: list[Instance] = []
-        for svc in await discovery.services(snap, scope):
-            found += await self.instances.of(snap, svc.ids)
-        return found
+        return [i for _, svc in await discovery.in_scope(snap, scope, self.instances) for i in svc.instances]
 
     async def services(self, snap: Snapshot, scope: Scope, request: Request) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
-        for svc in await discovery.services(snap, scope):
-            units = await self.instances.of(snap, svc.ids)
-            ((rev, when),) = await snap.last_changes_at([record_key("unit", svc.ids)])
+        for svc, placed in await discovery.in_scope(snap, scope, self.instances):
+            rev, when = placed.changed
             a, t, s = svc.ids
             rows.append(
-                {"account": a, "stack": t, "service": s, "units": len(units), "changed": rev}
+                {"account": a, "stack": t, "service": s, "units": len(placed.instances), "changed": rev}
                 | {"changed_at": iso(when) if rev else None, "consul_name": svc.name}
             )
         rows.sort(key=lambda r: (natural(r["account"]), natural(r["stack"]), natural(r["service"])))
@@ -170,7 +166,7 @@ class Fleet:
 
         def render(body: bytes, snap: Snapshot) -> Response:
             request.scope[READ_AT] = snap.revision
-            index = str(max(1, snap.changed, snap.compacted))
+            index = str(poll_index(snap))
             return Response(body, headers={INDEX_HEADER: index, REVISION_HEADER: index}, media_type=JSON)
 
         return await self.read(request, principal, resolve, "/v1/" + "/".join(segs), self.PARAMS, render)

@@ -16,6 +16,14 @@ def in_history(seen: int, snap: Snapshot) -> bool:
     return snap.compacted <= seen <= snap.revision
 
 
+def poll_index(snap: Snapshot) -> int:
+    """The index an answer gives a client to poll on: the last revision anything it read
+    changed at, never 0 (a client given 0 asks with ``index=0``, which does not block, and
+    spins) and never below the compacted revision (an index from below it is answered at
+    once, so a client given one would never block again)."""
+    return max(1, snap.changed, snap.compacted)
+
+
 def check_history(seen: int, snap: Snapshot, identity: str) -> None:
     """Refuse (410) a read from ``seen`` that ``snap`` cannot answer exactly:
 

@@ -62,9 +62,8 @@ class PrometheusTargets:
 
     async def made(self, snap: Snapshot, scope: Scope) -> bytes:
         """The target groups, as JSON."""
-        found = []
-        for svc in await discovery.services(snap, scope):
-            found += [i for i in await self.instances.of(snap, svc.ids) if i.address]
+        placed = await discovery.in_scope(snap, scope, self.instances)
+        found = [i for _, service in placed for i in service.instances if i.address]
         nodes = await discovery.nodes(snap, {i.host for i in found})
         return await discovery.encoded([target_group(i, nodes.get(i.host)) for i in found])
 

@@ -231,6 +231,13 @@ class Snapshot(abc.ABC):
             self._saw(prefix, changed, when)
         return stamps
 
+    async def version_of(self, prefixes: Sequence[str]) -> tuple[object, ...]:
+        """What is under ``prefixes`` as of this snapshot, for keeping what was made of it:
+        equal only if nothing there changed. The change stamps carry their time (a store
+        put back at an older revision does not match) and the compacted revision is in
+        it (a deletion whose tombstone was compacted away no longer moves the stamps)."""
+        return (*await self.last_changes_at(prefixes), self.compacted)
+
     async def deleted_since(self, prefix: str, after: int) -> list[str]:
         """The keys under ``prefix`` deleted after revision ``after`` (their tombstones),
         sorted; a key put again since may be among them. What a delta of changes only

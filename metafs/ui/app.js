@@ -206,12 +206,18 @@ function pagedList(into, base, draw, mine, offset) {
   );
 }
 
+// a view that is one paged list under a heading
+function listView(main, heading, base, draw, route, mine) {
+  const box = el("div");
+  main.replaceChildren(el("h2", {}, ...heading), box);
+  pagedList(box, base, draw, mine, offsetOf(route));
+}
+
 const VIEWS = {
   services(route, main, mine) {
-    const box = el("div");
-    main.replaceChildren(el("h2", {}, "Services"), box);
-    pagedList(
-      box,
+    listView(
+      main,
+      ["Services"],
       "/v1/fleet/services",
       (d) =>
         table(
@@ -232,15 +238,14 @@ const VIEWS = {
             ),
           ),
         ),
+      route,
       mine,
-      offsetOf(route),
     );
   },
   hosts(route, main, mine) {
-    const box = el("div");
-    main.replaceChildren(el("h2", {}, "Hosts"), box);
-    pagedList(
-      box,
+    listView(
+      main,
+      ["Hosts"],
       "/v1/fleet/hosts",
       (d) =>
         table(
@@ -256,27 +261,22 @@ const VIEWS = {
             ),
           ),
         ),
+      route,
       mine,
-      offsetOf(route),
     );
   },
   units(route, main, mine) {
-    const box = el("div");
-    main.replaceChildren(el("h2", {}, "Units"), box);
-    pagedList(box, "/v1/fleet/units", (d) => unitTable(d.items, true), mine, offsetOf(route));
+    listView(main, ["Units"], "/v1/fleet/units", (d) => unitTable(d.items, true), route, mine);
   },
   service(route, main, mine) {
-    const [a, t, s] = route.args;
-    const box = el("div");
-    main.replaceChildren(el("h2", {}, el("span", { class: "kind" }, "service"), `${a}/${t}/${s}`), box);
-    const base = `/v1/fleet/units?service=${enc(a + "/" + t + "/" + s)}`;
-    pagedList(box, base, (d) => unitTable(d.items, false), mine, offsetOf(route));
+    const path = route.args.slice(0, 3).join("/");
+    const heading = [el("span", { class: "kind" }, "service"), path];
+    listView(main, heading, `/v1/fleet/units?service=${enc(path)}`, (d) => unitTable(d.items, false), route, mine);
   },
   host(route, main, mine) {
     const [name] = route.args;
-    const box = el("div");
-    main.replaceChildren(el("h2", {}, el("span", { class: "kind" }, "host"), name), box);
-    pagedList(box, `/v1/fleet/units?host=${enc(name)}`, (d) => unitTable(d.items, true), mine, offsetOf(route));
+    const heading = [el("span", { class: "kind" }, "host"), name];
+    listView(main, heading, `/v1/fleet/units?host=${enc(name)}`, (d) => unitTable(d.items, true), route, mine);
   },
   search(route, main, mine) {
     const q = route.params.get("q") || "";

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.servers import HEADERS, ROOT, ServerProcess, example_server, free_port
+from tests.support.servers import HEADERS, ROOT, ServerProcess, ended, example_server, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -93,12 +93,7 @@ def prometheus(srv: ServerProcess, tmp_path: Path) -> Iterator[str]:
             pytest.fail("prometheus did not get ready within 30 s")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        ended(proc)
         log.close()
 
 

@@ -6,7 +6,6 @@ busybox-static (``docker import`` / ``podman import``). Every container is remov
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .containers import make_rootfs
+from .servers import ended
 
 IMAGE = "localhost/metafs-bb"
 Completed = subprocess.CompletedProcess[str]
@@ -101,12 +101,7 @@ def dockerd(config: Path | None = None) -> Iterator[Engine]:
         yield engine
     finally:
         engine.remove_started()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        ended(proc, 30)
         log.close()
         _unmount_under(root)
         shutil.rmtree(root, ignore_errors=True)

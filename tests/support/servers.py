@@ -26,6 +26,18 @@ OPERATOR_TOKEN = "mfs_operator_test-operator-token-for-the-suite"
 HEADERS = {"Metadata-Flavor": "metafs", "Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 
+def ended(proc: subprocess.Popen, grace: float = 10, sig: int = signal.SIGTERM) -> int:  # type: ignore[type-arg]
+    """Stop ``proc``: ``sig``, then SIGKILL if it is not gone within ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,14 +95,7 @@ class ServerProcess:
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        code = self.proc.returncode
+        code = ended(self.proc, 10, sig)
         self.proc = None
         return code
 
