@@ -94,6 +94,8 @@ class Answer:
     body: bytes
     index: int
     headers: httpx.Headers
+    #: the body's bytes as they crossed the wire (gzip-encoded, most often, when big)
+    wire: int = 0
 
     @property
     def text(self) -> str:
@@ -206,7 +208,7 @@ class _Base:
         if resp.status_code not in ok:
             raise ClientError(f"{_error_message(resp)} (HTTP {resp.status_code})", resp.status_code)
         index = int(resp.headers.get(INDEX_HEADER, "0") or 0)
-        return Answer(resp.status_code, resp.content, index, resp.headers)
+        return Answer(resp.status_code, resp.content, index, resp.headers, resp.num_bytes_downloaded)
 
 
 class MetadataClient(_Base):

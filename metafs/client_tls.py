@@ -76,7 +76,7 @@ def why_failed(url: str, exc: httpx.TransportError) -> str:
         if url.startswith("https:"):
             return f"{url}: the server closed the connection (does it want a client certificate? --cert-file)"
         return f"{url}: the server closed the connection (does it speak https? then say https://)"
-    return f"{url}: {exc or type(exc).__name__}"
+    return f"{url}: {str(exc) or type(exc).__name__}"  # a timeout says nothing of itself
 
 
 def once_each(errors: list[str]) -> str:

@@ -33,7 +33,7 @@ from ..backoff import Backoff
 from ..client import AsyncMetadataClient, ClientError, HistoryLost
 from ..tree import Dir, Leaf, Node, from_meta, merge_meta, unloaded
 from .packing import PeerPacker, Unpacked, zdict_of
-from .peers import Peers, derive, unloaded_peers
+from .peers import Peers, decoded, derive, unloaded_peers
 from .view import CacheStats, View, ViewListener, ViewMissing, ViewUnavailable, service_of
 from .watcher import BACKOFF_MAX, BACKOFF_MIN, Watcher
 
@@ -191,8 +191,9 @@ class ViewCache:
         seen = int(ans.headers.get("x-metafs-revision", "0"))
         self.index = max(self.index, seen)
         packer = PeerPacker(self.unpacked, zdict_of(base.root) if base else None)
+        data = await decoded(ans.body)  # merged on the loop: it may unpack base's peers
         try:
-            root = merge_meta(base.root if base else None, ans.json(), pack=packer)
+            root = merge_meta(base.root if base else None, data, pack=packer)
         except KeyError:  # the delta keeps what we do not have: take it whole
             return await self.fetch(unit_id)
         assert isinstance(root, Dir)
@@ -257,7 +258,7 @@ class ViewCache:
     async def load_units(self) -> None:
         """Fetch the list of units (host mode), telling the filesystem what changed."""
         ans = await self.client.units()
-        new = from_meta(ans.json())
+        new = from_meta(await decoded(ans.body))
         assert isinstance(new, Dir)
         if len(ans.body) >= heap.TRIM_AFTER:  # 100,000 units: ~60 MB of decoding left behind
             await trio.to_thread.run_sync(heap.trim)

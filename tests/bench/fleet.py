@@ -14,7 +14,8 @@ Run as ``python -m tests.bench.fleet``; it talks JSON lines on stdin/stdout:
    see their view's ``revision`` move. out: ``{"done_at": time.time(), "bytes": {...}}``.
 3. in: end of file: the fleet stops.
 
-Bytes are what each client's responses carried: body plus status line and headers.
+Bytes are what each client's responses carried: body as sent (gzip-encoded when the
+client asked and it was worth it), plus status line and headers.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class CountingClient(AsyncMetadataClient):
 
     async def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kw: Any) -> Answer:
         ans = await super().request(method, path, ok=ok, **kw)
-        self.received += len(ans.body) + 17 + sum(len(k) + len(v) + 4 for k, v in ans.headers.items())
+        self.received += ans.wire + 17 + sum(len(k) + len(v) + 4 for k, v in ans.headers.items())
         return ans
 
 

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from metafs.client import AsyncMetadataClient, ClientError, MetadataClient, key_path
+from metafs.client_tls import why_failed
 
 
 def transport(answers: dict[str, int | Exception], seen: list[str]) -> httpx.MockTransport:
@@ -116,3 +117,9 @@ def test_plain_http_servers_load_no_ca_certificates_and_https_ones_do() -> None:
     https = MetadataClient(["http://127.0.0.1:1", "https://metafs.example:8500"])._verify
     assert https.verify_mode == ssl.CERT_REQUIRED and https.check_hostname  # the system's CAs
     plain.close()
+
+
+def test_a_failure_with_no_message_is_named_by_its_kind() -> None:
+    url = "http://127.0.0.1:1/v1/view/u/"
+    assert why_failed(url, httpx.ConnectTimeout("")) == f"{url}: ConnectTimeout"
+    assert why_failed(url, httpx.ConnectError("refused")) == f"{url}: refused"

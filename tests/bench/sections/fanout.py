@@ -203,7 +203,7 @@ def _one(report: Report, tmp: Path, store: str, size: int) -> None:
     ]
     for what, counted, who, (base, answer), goal in rows:
         samples = _spread([counted[u] for u in who])
-        base_bytes = (base, len(answer.content))
+        base_bytes = (base, answer.num_bytes_downloaded)  # as sent, like the clients'
         report.record("fan-out", f"{where}: {what}, B/client", samples, "B", baseline=base_bytes, goal=goal)
     report.record(
         "fan-out",
