@@ -224,10 +224,11 @@ def add_commands(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--event-loop",
-        choices=("asyncio", "uvloop"),
+        choices=("auto", "asyncio", "uvloop"),
         default=DEFAULTS.event_loop,
-        help="uvloop answers more requests a second, but serves some clients seconds late when"
-        " hundreds are busy at once (default: %(default)s)",
+        help="auto: uvloop over TLS (its TLS is compiled, asyncio's is Python), asyncio's own"
+        " loop in plaintext (where uvloop serves some clients seconds late when hundreds are"
+        " busy at once) (default: %(default)s)",
     )
     p.add_argument(
         "--max-labels",

@@ -16,7 +16,7 @@ class Settings:
     header_timeout: float = 10.0  # a request's headers must arrive within this (see connections.py)
     keep_alive_timeout: float = 5.0  # an idle keep-alive connection is closed after this
     max_connections: int = 16_384  # open at once; past it, 503 (parked long polls count)
-    event_loop: str = "asyncio"  # or "uvloop": faster, but unfair under many clients (README)
+    event_loop: str = "auto"  # uvloop over TLS, asyncio's own loop in plaintext (run.py)
     max_labels: int = 1_000  # labels on one record (see model.Limits)
     max_metadata_keys: int = 10_000  # keys and items in one service's metadata
     max_view_bytes: int = 64 << 20  # stored JSON of one service's units (each view carries it)

@@ -10,6 +10,7 @@ import pytest
 
 from metafs import auth
 from metafs.server.app import MetadataServer
+from metafs.server.run import event_loop
 from metafs.store import Guard, Op, Snapshot, Store, StoreError
 from metafs.store.base import Compaction
 from tests.support.servers import HEADERS, OPERATOR_TOKEN
@@ -96,3 +97,10 @@ async def test_a_gone_client_is_told_by_uvicorns_flag_without_a_receive() -> Non
         return {"type": "http.disconnect"}
 
     assert await _gone(Request(scope, plain_receive)) is True
+
+
+def test_auto_runs_tls_on_uvloop_and_plaintext_on_asyncio() -> None:
+    assert event_loop("auto", tls=True) == "uvloop"
+    assert event_loop("auto", tls=False) == "asyncio"
+    assert event_loop("asyncio", tls=True) == "asyncio"
+    assert event_loop("uvloop", tls=False) == "uvloop"

@@ -126,12 +126,12 @@ def beside_a_load(url: str, body: bytes) -> tuple[list[float], float]:
     return took, load_s
 
 
-def wrk_tail(url: str, conns: int, seconds: int) -> tuple[float, int, float]:
-    """p99 (ms), timeouts and requests/s of wrk on ``KEY`` with ``conns`` keep-alive clients."""
+def wrk_tail(url: str, conns: int, seconds: int, key: str = KEY) -> tuple[float, int, float]:
+    """p99 (ms), timeouts and requests/s of wrk on ``key`` with ``conns`` keep-alive clients."""
     cmd = ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
     for k, v in HEADERS.items():
         cmd += ["-H", f"{k}: {v}"]
-    out = subprocess.run([*cmd, url + KEY], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([*cmd, url + key], capture_output=True, text=True, check=True).stdout
     m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
     assert m, out
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
