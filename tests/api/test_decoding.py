@@ -13,6 +13,7 @@ import httpx
 import pytest
 import trio
 
+from metafs import jsonstream
 from metafs.client import AsyncMetadataClient
 from metafs.mount import peers
 from metafs.mount.viewcache import ViewCache
@@ -32,14 +33,13 @@ def test_peers_and_big_answers_are_decoded_off_the_loop(
     http.post("/v1/load", json=service("big", UNITS, {})).raise_for_status()
     loop_thread: list[int] = []
     decoded_in: list[tuple[int, int]] = []  # (thread, bytes) of every decode of an answer
-    loads = json.loads
+    streamed = jsonstream.streamed
 
-    def watched_loads(body: Any, **kw: Any) -> Any:
-        if isinstance(body, bytes):
-            decoded_in.append((threading.get_ident(), len(body)))
-        return loads(body, **kw)
+    def watched(body: bytes) -> Any:
+        decoded_in.append((threading.get_ident(), len(body)))
+        return streamed(body)
 
-    monkeypatch.setattr(peers.json, "loads", watched_loads)
+    monkeypatch.setattr(jsonstream, "streamed", watched)
     me, peer = "big-0000", "big-0500"
 
     async def main() -> tuple[Any, Any]:

@@ -1,5 +1,5 @@
-"""Request bodies: a big JSON body is parsed event by event, to the same data as
-``json.loads``, with the same refusals."""
+"""Request bodies and the mount's big answers: a big JSON document is parsed event by
+event (metafs/jsonstream.py), to the same data as ``json.loads``, with the same refusals."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from hypothesis import given, settings
 
 from metafs.catalog import bodies
 from metafs.catalog.errors import BadRequest
+from metafs.jsonstream import STREAM_AFTER, streamed
 from tests.support.strategies import json_values
 
 
@@ -20,20 +21,20 @@ from tests.support.strategies import json_values
 @given(json_values())
 def test_streamed_is_json_loads(value: Any) -> None:
     raw = json.dumps(value, ensure_ascii=False).encode()
-    streamed = bodies._json_streamed(raw)
-    assert streamed == json.loads(raw)
-    assert json.dumps(streamed) == json.dumps(json.loads(raw))  # same types (int vs float) too
+    got = streamed(raw)
+    assert got == json.loads(raw)
+    assert json.dumps(got) == json.dumps(json.loads(raw))  # same types (int vs float) too
 
 
 @pytest.mark.timeout(30)
 def test_repeated_keys_keep_the_last_like_json_loads() -> None:
-    assert bodies._json_streamed(b'{"a": 1, "a": {"b": 2}}') == {"a": {"b": 2}}
-    assert not math.isnan(bodies._json_streamed(b"[0.5]")[0])
+    assert streamed(b'{"a": 1, "a": {"b": 2}}') == {"a": {"b": 2}}
+    assert not math.isnan(streamed(b"[0.5]")[0])
 
 
 def _big(doc: bytes) -> bytes:
     """``doc`` (an object) padded past the size at which bodies are streamed."""
-    pad = b'"pad": "' + b"x" * bodies.STREAM_AFTER + b'", '
+    pad = b'"pad": "' + b"x" * STREAM_AFTER + b'", '
     return doc[:1] + pad + doc[1:]
 
 
@@ -51,7 +52,7 @@ def _big(doc: bytes) -> bytes:
 )
 def test_a_big_bad_body_is_refused_naming_why(body: bytes, message: str) -> None:
     big = _big(body)
-    assert len(big) > bodies.STREAM_AFTER
+    assert len(big) > STREAM_AFTER
     with pytest.raises(BadRequest) as err:
         bodies.parse_body(big, "application/json", "load document")
     assert str(err.value).startswith("load document: ") and message in str(err.value), err.value
@@ -61,4 +62,4 @@ def test_a_big_bad_body_is_refused_naming_why(body: bytes, message: str) -> None
 def test_a_big_body_parses_whole() -> None:
     doc = {"accounts": {"9": {"stacks": {}}}, "hosts": {"h": {"hostname": "h", "n": [1, 2.5, None]}}}
     data = bodies.parse_body(_big(json.dumps(doc).encode()), "application/json", "load document")
-    assert len(data.pop("pad")) == bodies.STREAM_AFTER and data == doc
+    assert len(data.pop("pad")) == STREAM_AFTER and data == doc
