@@ -42,26 +42,32 @@ _DECODING = trio.CapacityLimiter(1)
 DECODE_IN_THREAD = 64 << 10
 
 
-async def decoded(body: bytes) -> Any:
-    """An answer's JSON; a big one decoded off the loop, which answers the kernel meanwhile."""
+#: how deep a view's objects are decoded a member at a time: down to each peer in
+#: ``service/all_hosts/`` (a peers answer, or a list of units, is two levels deep)
+VIEW_LEVELS = len(PEERS_AT) * 2 + 2
+
+
+async def decoded(body: bytes, levels: int = 2) -> Any:
+    """An answer's JSON; a big one decoded off the loop, which answers the kernel
+    meanwhile, a member at a time down to ``levels`` (see jsonstream.pieces)."""
     if len(body) <= DECODE_IN_THREAD:
         return json.loads(body)
-    return await trio.to_thread.run_sync(_decoded, body, limiter=_DECODING)
+    return await trio.to_thread.run_sync(_decoded, body, levels, limiter=_DECODING)
 
 
-def _decoded(body: bytes) -> Any:
-    """In the decoding thread: event by event (jsonstream.py), so that the loop's thread
-    gets the GIL in between (``json.loads`` would hold it throughout: 5,000 peers held the
-    loop 0.1-0.2 s that way, 16-42 ms now), and no collection over the half-built tree."""
+def _decoded(body: bytes, levels: int) -> Any:
+    """In the decoding thread: a member at a time (jsonstream.pieces), so that the loop's
+    thread gets the GIL in between (``json.loads`` would hold it throughout: 5,000 peers
+    held the loop 0.1-0.2 s that way), and no collection over the half-built tree."""
     with heap.collections_paused():
-        return jsonstream.streamed(body)
+        return jsonstream.pieces(body, levels)
 
 
 def _unpacked_peers(body: bytes, packer: PeerPacker) -> Dir:
     """In the decoding thread: the ``all_hosts/`` directory of a peers answer, each peer
     packed by ``packer``."""
     with heap.collections_paused():
-        loaded = merge_meta(None, jsonstream.streamed(body), pack=packer, path=PEERS_AT[:-1])
+        loaded = merge_meta(None, jsonstream.pieces(body, 2), pack=packer, path=PEERS_AT[:-1])
     assert isinstance(loaded, Dir)
     return loaded
 

@@ -33,7 +33,7 @@ from ..backoff import Backoff
 from ..client import AsyncMetadataClient, ClientError, HistoryLost
 from ..tree import Dir, Leaf, Node, from_meta, merge_meta, unloaded
 from .packing import PeerPacker, Unpacked, zdict_of
-from .peers import Peers, decoded, derive, unloaded_peers
+from .peers import VIEW_LEVELS, Peers, decoded, derive, unloaded_peers
 from .view import CacheStats, View, ViewListener, ViewMissing, ViewUnavailable, service_of
 from .watcher import BACKOFF_MAX, BACKOFF_MIN, Watcher
 
@@ -191,7 +191,7 @@ class ViewCache:
         seen = int(ans.headers.get("x-metafs-revision", "0"))
         self.index = max(self.index, seen)
         packer = PeerPacker(self.unpacked, zdict_of(base.root) if base else None)
-        data = await decoded(ans.body)  # merged on the loop: it may unpack base's peers
+        data = await decoded(ans.body, VIEW_LEVELS)  # merged on the loop: it may unpack base's peers
         try:
             root = merge_meta(base.root if base else None, data, pack=packer)
         except KeyError:  # the delta keeps what we do not have: take it whole

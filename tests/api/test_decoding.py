@@ -33,13 +33,13 @@ def test_peers_and_big_answers_are_decoded_off_the_loop(
     http.post("/v1/load", json=service("big", UNITS, {})).raise_for_status()
     loop_thread: list[int] = []
     decoded_in: list[tuple[int, int]] = []  # (thread, bytes) of every decode of an answer
-    streamed = jsonstream.streamed
+    pieces = jsonstream.pieces
 
-    def watched(body: bytes) -> Any:
+    def watched(body: bytes, levels: int = 2) -> Any:
         decoded_in.append((threading.get_ident(), len(body)))
-        return streamed(body)
+        return pieces(body, levels)
 
-    monkeypatch.setattr(jsonstream, "streamed", watched)
+    monkeypatch.setattr(jsonstream, "pieces", watched)
     me, peer = "big-0000", "big-0500"
 
     async def main() -> tuple[Any, Any]:

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metafs.catalog import bodies
 from metafs.catalog.errors import BadRequest
-from metafs.jsonstream import STREAM_AFTER, streamed
+from metafs.jsonstream import STREAM_AFTER, pieces, streamed
 from tests.support.strategies import json_values
 
 
@@ -63,3 +64,34 @@ def test_a_big_body_parses_whole() -> None:
     doc = {"accounts": {"9": {"stacks": {}}}, "hosts": {"h": {"hostname": "h", "n": [1, 2.5, None]}}}
     data = bodies.parse_body(_big(json.dumps(doc).encode()), "application/json", "load document")
     assert len(data.pop("pad")) == STREAM_AFTER and data == doc
+
+
+@pytest.mark.timeout(60)
+@settings(max_examples=300, deadline=None)
+@given(json_values(), st.integers(min_value=0, max_value=4), st.sampled_from([None, 1, 2]))
+def test_pieces_is_json_loads(value: Any, levels: int, indent: int | None) -> None:
+    raw = json.dumps({"c": {"a": value, "b": [value]}, "r": 1}, ensure_ascii=False, indent=indent).encode()
+    assert pieces(raw, levels) == json.loads(raw)
+    top = json.dumps(value).encode()
+    assert pieces(b" \n" + top + b"\t ", levels) == json.loads(top)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a": 1} x',
+        b'{"a": 1',
+        b'{"a": 1, }',
+        b"{a: 1}",
+        b'{"a" 1}',
+        b'{"a": 1 "b": 2}',
+        b"",
+        b'{"a": {"b": }}',
+    ],
+)
+def test_pieces_refuses_what_json_loads_refuses(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        json.loads(raw)
+    with pytest.raises(ValueError):
+        pieces(raw, 3)
