@@ -14,14 +14,12 @@ import pytest
 import trio
 
 from metafs import jsonstream
-from metafs.client import AsyncMetadataClient
 from metafs.mount import peers
-from metafs.mount.viewcache import ViewCache
 from metafs.protocol import PEERS_AT
 from metafs.tree import Dir, Leaf
-from tests.bench.fleet import Told
 from tests.support.churn import service
-from tests.support.servers import OPERATOR_TOKEN, ServerProcess
+from tests.support.servers import ServerProcess
+from tests.support.viewcaches import running_cache
 
 UNITS = 1000  # ~1 MB of peers: past DECODE_IN_THREAD many times over
 
@@ -44,24 +42,9 @@ def test_peers_and_big_answers_are_decoded_off_the_loop(
 
     async def main() -> tuple[Any, Any]:
         loop_thread.append(threading.get_ident())
-        client = AsyncMetadataClient(server.url, OPERATOR_TOKEN, timeout=30)
-        cache = ViewCache(
-            client,
-            Told(lambda _: None),
-            host_mode=False,
-            fetch_timeout=30,
-            poll_wait=300,
-            view_ttl=600,
-            max_bytes=64 << 20,
-        )
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(cache.run)
-                listed = await cache.node_at(me, PEERS_AT, listing=True)
-                name = await cache.node_at(me, (*PEERS_AT, peer, "hostname"))
-                nursery.cancel_scope.cancel()
-        finally:
-            await client.aclose()
+        async with running_cache(server.url, timeout=30) as cache:
+            listed = await cache.node_at(me, PEERS_AT, listing=True)
+            name = await cache.node_at(me, (*PEERS_AT, peer, "hostname"))
         return listed, name
 
     listed, name = trio.run(main)

@@ -24,7 +24,6 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -34,6 +33,7 @@ from metafs.mount.viewcache import ViewCache
 from metafs.protocol import PEERS_AT
 from metafs.tree import Dir, Leaf, descend
 from tests.support.servers import OPERATOR_TOKEN
+from tests.support.viewcaches import Told
 
 #: a client that does not hold the change this long after "go" is reported missing
 DEADLINE = 120.0
@@ -48,26 +48,6 @@ class CountingClient(AsyncMetadataClient):
         ans = await super().request(method, path, ok=ok, **kw)
         self.received += ans.wire + 17 + sum(len(k) + len(v) + 4 for k, v in ans.headers.items())
         return ans
-
-
-class Told:
-    """A :class:`~metafs.mount.viewcache.ViewListener` with no kernel to tell: each
-    changed view is handed to ``changed`` (where the kernel would be told)."""
-
-    def __init__(self, changed: Callable[[str], None]) -> None:
-        self.changed = changed
-
-    def views_swapped(self, unit_ids: list[str]) -> None:
-        pass
-
-    def view_changed(self, unit_id: str, old: Dir | None, new: Dir | None) -> None:
-        self.changed(unit_id)
-
-    def list_changed(self, old: Dir, new: Dir) -> None:
-        pass
-
-    def keeps(self, unit_id: str) -> bool:
-        return True
 
 
 async def _line() -> Any:

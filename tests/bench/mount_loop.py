@@ -12,26 +12,14 @@ import time
 import httpx
 import trio
 
-from metafs.client import AsyncMetadataClient
 from metafs.mount.packing import PeerPacker, Unpacked
-from metafs.mount.viewcache import ViewCache
 from metafs.protocol import PEERS_AT
 from metafs.tree import Dir, merge_meta
-from tests.bench.fleet import Told
-from tests.support.servers import HEADERS, OPERATOR_TOKEN
+from tests.support.servers import HEADERS
+from tests.support.viewcaches import running_cache
 
 
 async def _held(url: str, unit: str) -> float:
-    client = AsyncMetadataClient(url, OPERATOR_TOKEN, timeout=120)
-    cache = ViewCache(
-        client,
-        Told(lambda _: None),
-        host_mode=False,
-        fetch_timeout=120,
-        poll_wait=300,
-        view_ttl=600,
-        max_bytes=256 << 20,
-    )
     worst, loading = 0.0, True
 
     async def tick() -> None:
@@ -42,17 +30,12 @@ async def _held(url: str, unit: str) -> float:
             now = time.perf_counter()
             worst, last = max(worst, now - last), now
 
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(cache.run)
-            await cache.get(unit)  # the view alone first: its peers are what is measured
-            nursery.start_soon(tick)
-            listed = await cache.node_at(unit, PEERS_AT, listing=True)
-            assert isinstance(listed, Dir) and listed.children
-            loading = False
-            nursery.cancel_scope.cancel()
-    finally:
-        await client.aclose()
+    async with running_cache(url) as cache, trio.open_nursery() as nursery:
+        await cache.get(unit)  # the view alone first: its peers are what is measured
+        nursery.start_soon(tick)
+        listed = await cache.node_at(unit, PEERS_AT, listing=True)
+        assert isinstance(listed, Dir) and listed.children
+        loading = False
     return worst * 1e3
 
 
