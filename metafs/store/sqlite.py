@@ -249,8 +249,9 @@ class SqliteStore(Store):
             return snap.revision
 
     def head(self) -> int | None:
-        """One indexed read (~5 µs) outside any transaction: it sees every commit, this
-        process's or another's, that is durable."""
+        """One indexed read outside any transaction: it sees every commit, this process's
+        or another's, that is durable. ~15 µs in a server under wrk (two ``fcntl`` locks
+        and the query: 14-17% of a kept-alive GET's samples), the most of any one step."""
         if self._closed:
             return None
         try:
