@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -40,34 +40,41 @@ log = logging.getLogger("metafs.views")
 _DECODING = trio.CapacityLimiter(1)
 #: answers bigger than this are decoded in that thread, the smaller on the loop
 DECODE_IN_THREAD = 64 << 10
-
-
 #: how deep a view's objects are decoded a member at a time: down to each peer in
 #: ``service/all_hosts/`` (a peers answer, or a list of units, is two levels deep)
 VIEW_LEVELS = len(PEERS_AT) * 2 + 2
+T = TypeVar("T")
+
+
+async def off_loop(body: bytes, work: Callable[[], T]) -> T:
+    """``work`` (decoding ``body``, and what is made of it) on the loop for a small answer;
+    for a big one in the decoding thread, so that the loop answers the kernel meanwhile,
+    with no collection over the half-built tree (one would hold the GIL throughout)."""
+    if len(body) <= DECODE_IN_THREAD:
+        return work()
+
+    def paused() -> T:
+        with heap.collections_paused():
+            return work()
+
+    return await trio.to_thread.run_sync(paused, limiter=_DECODING)
+
+
+def _decode(body: bytes, levels: int) -> Any:
+    """A small answer at once; a big one a member at a time down to ``levels``
+    (jsonstream.pieces), so that the loop's thread gets the GIL in between (``json.loads``
+    holds it throughout: 5,000 peers held the loop 0.1-0.2 s that way)."""
+    return json.loads(body) if len(body) <= DECODE_IN_THREAD else jsonstream.pieces(body, levels)
 
 
 async def decoded(body: bytes, levels: int = 2) -> Any:
-    """An answer's JSON; a big one decoded off the loop, which answers the kernel
-    meanwhile, a member at a time down to ``levels`` (see jsonstream.pieces)."""
-    if len(body) <= DECODE_IN_THREAD:
-        return json.loads(body)
-    return await trio.to_thread.run_sync(_decoded, body, levels, limiter=_DECODING)
-
-
-def _decoded(body: bytes, levels: int) -> Any:
-    """In the decoding thread: a member at a time (jsonstream.pieces), so that the loop's
-    thread gets the GIL in between (``json.loads`` would hold it throughout: 5,000 peers
-    held the loop 0.1-0.2 s that way), and no collection over the half-built tree."""
-    with heap.collections_paused():
-        return jsonstream.pieces(body, levels)
+    """An answer's JSON (see :func:`off_loop`)."""
+    return await off_loop(body, lambda: _decode(body, levels))
 
 
 def _unpacked_peers(body: bytes, packer: PeerPacker) -> Dir:
-    """In the decoding thread: the ``all_hosts/`` directory of a peers answer, each peer
-    packed by ``packer``."""
-    with heap.collections_paused():
-        loaded = merge_meta(None, jsonstream.pieces(body, 2), pack=packer, path=PEERS_AT[:-1])
+    """The ``all_hosts/`` directory of a peers answer, each peer packed by ``packer``."""
+    loaded = merge_meta(None, _decode(body, 2), pack=packer, path=PEERS_AT[:-1])
     assert isinstance(loaded, Dir)
     return loaded
 
@@ -156,9 +163,9 @@ class Peers:
             if ans.status != 200:
                 return  # gone: the watcher drops the view
             packer = PeerPacker(cache.unpacked, None)
-            # 5,000 peers are ~5 MB of JSON, ~0.5 s to decode and pack: off the loop, which
-            # answers the kernel meanwhile (the tree is new: nothing else touches it yet)
-            loaded = await trio.to_thread.run_sync(_unpacked_peers, ans.body, packer, limiter=_DECODING)
+            # 5,000 peers are ~5 MB of JSON, ~0.5 s to decode and pack: off the loop (the
+            # tree is new: nothing else touches it yet)
+            loaded = await off_loop(ans.body, lambda: _unpacked_peers(ans.body, packer))
             service = service_of(view.root)
             weight = packer.weight(len(ans.body))
             for uid in cache.by_service.get(service, ()):

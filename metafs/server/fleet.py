@@ -89,7 +89,9 @@ class Fleet:
         self.instances = instances
 
     async def _placed(self, snap: Snapshot, scope: Scope) -> list[Instance]:
-        return [i for _, svc in await discovery.in_scope(snap, scope, self.instances) for i in svc.instances]
+        return [
+            i for _, placed in await discovery.in_scope(snap, scope, self.instances) for i in placed.instances
+        ]
 
     async def services(self, snap: Snapshot, scope: Scope, request: Request) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []

@@ -357,8 +357,7 @@ class EtcdStore(Store):
             await self._watching.wait()
         with self._waiters.register(prefixes, after) as waiter:
             async with self.snapshot(after) as snap:
-                # one round trip for every prefix the watch does not keep (one each: a
-                # 1,000-client fan-out ran the gateway's pool dry)
+                # one round trip for every prefix the watch does not keep, not one each
                 await snap.last_changes_at(list(prefixes))
             if snap.changed > after:
                 return snap.changed
