@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from metafs import tree
-from tests.support.servers import HEADERS, ServerProcess
+from tests.support.servers import HEADERS, ServerProcess, metric
 
 REQUEST_START = b"GET /v1/kv/ HTTP/1.1\r\nHost: x\r\n"  # and the headers never finish
 
@@ -49,13 +49,6 @@ def answer_of(s: socket.socket) -> bytes:
     except OSError:
         pass
     return out
-
-
-def metric(srv: ServerProcess, name: str) -> float:
-    for line in httpx.get(srv.url + "/metrics", timeout=5).text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no metric {name}")
 
 
 @pytest.mark.timeout(60)

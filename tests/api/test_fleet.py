@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.support.servers import HEADERS, ZK1, ServerProcess
+from tests.support.servers import HEADERS, ZK1, ServerProcess, metric
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,13 +98,6 @@ def test_a_list_is_kept_live_by_a_long_poll(loaded: httpx.Client, server: Server
     assert took < 5 and int(r.headers["x-metafs-index"]) > int(index)
     s4 = next(s for s in r.json()["items"] if s["service"] == "s4")
     assert s4["changed"] == int(r.headers["x-metafs-index"])
-
-
-def metric(srv: ServerProcess, name: str) -> float:
-    for line in httpx.get(srv.url + "/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.split()[-1])
-    raise AssertionError(f"no {name}")
 
 
 def test_what_the_lists_keep_goes_with_what_they_describe(

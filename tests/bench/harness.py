@@ -8,7 +8,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,16 @@ class Figure:
         return self.value / self.baseline
 
 
+def spread(values: Sequence[float]) -> Sample:
+    """The median of ``values``, with their range."""
+    return statistics.median(values), (min(values), max(values))
+
+
+def single(value: float) -> Sample:
+    """One measurement, its own range."""
+    return value, (value, value)
+
+
 def rounds(op: Callable[[], object], n: int, r: int = 7) -> Sample:
     """Median per-operation time in µs over ``r`` rounds of ``n`` calls, and the spread."""
     for _ in range(max(n // 10, 3)):  # warm up
@@ -47,7 +57,7 @@ def rounds(op: Callable[[], object], n: int, r: int = 7) -> Sample:
         for _ in range(n):
             op()
         meds.append((time.perf_counter() - t0) / n * 1e6)
-    return statistics.median(meds), (min(meds), max(meds))
+    return spread(meds)
 
 
 def _num(value: float) -> str:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.support.mounts import MakeMount, wait_for
-from tests.support.servers import EXAMPLE, HEADERS, OPERATOR_TOKEN, ZK1, ZK1_PATH, ServerProcess
+from tests.support.servers import EXAMPLE, HEADERS, OPERATOR_TOKEN, ZK1, ZK1_PATH, ServerProcess, metric
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,13 +38,6 @@ def short(tmp_path: Path) -> ServerProcess:
         yield srv
     finally:
         srv.stop()
-
-
-def metric(srv: ServerProcess, name: str) -> float:
-    for line in httpx.get(f"{srv.url}/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no metric {name}")
 
 
 def compacted_past(srv: ServerProcess, rev: int) -> float:

@@ -38,6 +38,15 @@ def ended(proc: subprocess.Popen, grace: float = 10, sig: int = signal.SIGTERM) 
     return proc.returncode
 
 
+def metric(srv: ServerProcess, name: str) -> float:
+    """The value of ``name`` (with its labels, if given: ``name{label="x"}``) in the
+    server's ``/metrics``; no such line fails the test."""
+    for line in httpx.get(f"{srv.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no metric {name}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

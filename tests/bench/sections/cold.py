@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.support.servers import HEADERS, ServerProcess
 
 from ..fixtures import mount
-from ..harness import QUICK, Report
+from ..harness import QUICK, Report, spread
 from ..workloads import read_file
 
 
@@ -46,7 +46,7 @@ def run(report: Report, tmp: Path, srv: ServerProcess) -> None:
     report.record(
         "cold read",
         "first open+read+close of self/hostname after mount",
-        (statistics.median(first), (min(first), max(first))),
+        spread(first),
         "ms",
         ("HTTP GET", base),
         goal="<= 2x HTTP GET",
@@ -57,6 +57,6 @@ def run(report: Report, tmp: Path, srv: ServerProcess) -> None:
     report.record(
         "cold read",
         "the same GET, back to back",
-        (statistics.median(hot), (min(hot), max(hot))),
+        spread(hot),
         "ms",
     )

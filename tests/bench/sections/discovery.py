@@ -14,7 +14,7 @@ import httpx
 
 from tests.support.servers import HEADERS, OPERATOR_TOKEN, ZK1_PATH, ServerProcess
 
-from ..harness import QUICK, Report
+from ..harness import QUICK, Report, spread
 from ..workloads import big_service
 from .consul import race
 
@@ -72,14 +72,14 @@ def http_sd(report: Report, srv: ServerProcess) -> None:
     report.record(
         "discovery",
         f"HTTP SD of {n} units, gzip, made after a change",
-        (statistics.median(packed), (min(packed), max(packed))),
+        spread(packed),
         "ms",
         ("identity", p50),
     )
     report.record(
         "discovery",
         f"HTTP SD of {n} units, again before the next commit",
-        (statistics.median(again), (min(again), max(again))),
+        spread(again),
         "ms",
         ("made", p50),
     )

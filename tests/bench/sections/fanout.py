@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from tests.support.etcd_cluster import EtcdCluster
 from tests.support.servers import HEADERS, ROOT, ServerProcess
 
 from ..fixtures import mount
-from ..harness import QUICK, Report, Sample
+from ..harness import QUICK, Report, single, spread
 from ..mount_loop import loop_held
 from ..workloads import big_service
 
@@ -44,10 +43,6 @@ HOLDERS_EVERY = 10  # every tenth client lists all_hosts/ and holds the peers
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _spread(values: list[int]) -> Sample:
-    return float(statistics.median(values)), (float(min(values)), float(max(values)))
 
 
 @contextmanager
@@ -159,7 +154,7 @@ def _one(report: Report, tmp: Path, store: str, size: int) -> None:
             report.record(
                 "fan-out",
                 f"a mount's loop, held at most while it loads {size} peers",
-                (statistics.median(held), (min(held), max(held))),
+                spread(held),
                 "ms",
                 ("decoded on the loop", inline),
                 "<= 50 ms",
@@ -213,13 +208,13 @@ def _one(report: Report, tmp: Path, store: str, size: int) -> None:
         ("one peer changed, holding peers", after, holders, ("delta with stubs", old_delta), "<= 2048 B"),
     ]
     for what, counted, who, (base, answer), goal in rows:
-        samples = _spread([counted[u] for u in who])
+        samples = spread([float(counted[u]) for u in who])
         base_bytes = (base, answer.num_bytes_downloaded)  # as sent, like the clients'
         report.record("fan-out", f"{where}: {what}, B/client", samples, "B", baseline=base_bytes, goal=goal)
     report.record(
         "fan-out",
         f"{where}: until {clients} clients + {MOUNTS} mounts hold it",
-        (took, (took, took)),
+        single(took),
         "s",
         goal="<= 2 s" if clients >= 1000 else "",
         start_s=round(start_s, 2),
@@ -229,7 +224,7 @@ def _one(report: Report, tmp: Path, store: str, size: int) -> None:
     report.record(
         "fan-out",
         f"{where}: server CPU for the change, per client",
-        (per_client, (per_client, per_client)),
+        single(per_client),
         "ms",
         goal="<= 1 ms",
         cpu_s=round(cpu, 3),

@@ -17,7 +17,7 @@ import httpx
 from tests.support.servers import HEADERS, OPERATOR_TOKEN, ROOT
 
 from ..fixtures import server
-from ..harness import QUICK, Report
+from ..harness import QUICK, Report, single
 from .scale import scale_document
 
 
@@ -93,11 +93,11 @@ def run(report: Report, tmp: Path) -> None:
         removed = metric(srv.url, "metafs_store_compacted_tombstones_total")
         took = metric(srv.url, "metafs_store_compaction_duration_seconds_sum")
     mb = len(body) / 2**20
-    report.record("history", f"load {services * 100} units ({mb:.0f} MB)", (load_s, (load_s, load_s)), "s")
+    report.record("history", f"load {services * 100} units ({mb:.0f} MB)", single(load_s), "s")
     report.record(
         "history",
         "metafs backup of that store",
-        (backup_s, (backup_s, backup_s)),
+        single(backup_s),
         "s",
         ("load", load_s),
         "<= 1x load",
@@ -105,7 +105,7 @@ def run(report: Report, tmp: Path) -> None:
     report.record(
         "history",
         "metafs restore of it into a new SQLite file",
-        (restore_s, (restore_s, restore_s)),
+        single(restore_s),
         "s",
         ("load", load_s),
         "<= 1.5x load",
@@ -143,7 +143,7 @@ def churn(report: Report, tmp: Path) -> None:
             report.record(
                 "history",
                 f"pages in use after {rounds} churn rounds, retention {retention}",
-                (last, (last, last)),
+                single(last),
                 "pages",
                 ("after 10", first),
                 "flat after the retention" if retention == "1s" else "",

@@ -17,7 +17,7 @@ import uvloop
 from tests.support.servers import HEADERS, free_port
 
 from ..fixtures import rss_mb, server
-from ..harness import QUICK, Report
+from ..harness import QUICK, Report, spread
 from ..workloads import big_service
 
 
@@ -114,7 +114,7 @@ def run(report: Report, tmp: Path) -> None:
     report.record(
         "long polls",
         f"all {n} answered after one write",
-        (statistics.median(took), (min(took), max(took))),
+        spread(took),
         "ms",
         ("bare uvicorn", statistics.median(floor)),
         goal="<= 1000 ms",
@@ -122,14 +122,14 @@ def run(report: Report, tmp: Path) -> None:
     report.record(
         "long polls",
         f"the floor: a bare uvicorn app parking {n}, all answered",
-        (statistics.median(floor), (min(floor), max(floor))),
+        spread(floor),
         "ms",
         rss_mb=statistics.median(floor_rss),
     )
     report.record(
         "long polls",
         f"server RSS with {n} parked",
-        (statistics.median(peaks), (min(peaks), max(peaks))),
+        spread(peaks),
         "MB",
         ("idle", statistics.median(idles)),
         goal="<= 300 MB",

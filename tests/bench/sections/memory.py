@@ -22,7 +22,7 @@ from metafs.mount.inodes import InodeTable
 from metafs.mount.packing import TREE_PER_JSON_BYTE, PeerPacker, Unpacked
 from metafs.store import open_store
 
-from ..harness import Report
+from ..harness import Report, single
 from ..workloads import big_service
 
 SERVICES, UNITS = 20, 100
@@ -102,24 +102,21 @@ def run(report: Report) -> None:
     with tempfile.TemporaryDirectory(prefix="metafs-memory-") as d:
         m = asyncio.run(measure(Path(d) / "mem.db"))
 
-    def one(value: float) -> tuple[float, tuple[float, float]]:
-        return value, (value, value)
-
     per_unit = ("the estimate (BYTES_PER_UNIT)", float(BYTES_PER_UNIT))
     report.record(
-        "memory", "server: a kept service view, per unit", one(m["service_view_per_unit"]), "B", per_unit
+        "memory", "server: a kept service view, per unit", single(m["service_view_per_unit"]), "B", per_unit
     )
     per_byte = ("the estimate (TREE_PER_JSON_BYTE)", TREE_PER_JSON_BYTE)
     report.record(
-        "memory", "mount: a view's tree, per byte of its JSON", one(m["tree_per_json_byte"]), "B", per_byte
+        "memory", "mount: a view's tree, per byte of its JSON", single(m["tree_per_json_byte"]), "B", per_byte
     )
-    report.record("memory", "mount: a view of a 100-unit service", one(m["tree_per_view"] / 1024), "KB")
-    report.record("memory", "mount: its meta JSON", one(m["json_per_view"] / 1024), "KB")
+    report.record("memory", "mount: a view of a 100-unit service", single(m["tree_per_view"] / 1024), "KB")
+    report.record("memory", "mount: its meta JSON", single(m["json_per_view"] / 1024), "KB")
     report.record(
         "memory",
         "mount: the same view, peers packed (as kept)",
-        one(m["packed_per_view"] / 1024),
+        single(m["packed_per_view"] / 1024),
         "KB",
         ("the estimate (PeerPacker.weight)", m["packed_estimate"] / 1024),
     )
-    report.record("memory", "mount: an inode the kernel holds", one(m["per_inode"]), "B")
+    report.record("memory", "mount: an inode the kernel holds", single(m["per_inode"]), "B")

@@ -16,7 +16,7 @@ import httpx
 from tests.support.certs import CA, LOCAL
 from tests.support.servers import EXAMPLE, HEADERS, ServerProcess
 
-from ..harness import QUICK, Report, pct
+from ..harness import QUICK, Report, pct, single, spread
 from ..workloads import big_service, wrk
 from .abuse import wrk_tail
 from .propagation import latencies
@@ -62,44 +62,39 @@ def kept_alive_over_tls(
     med = {name: statistics.median(v) for name, v in rps.items()}
     us = {name: statistics.median(v) for name, v in cpu.items()}
 
-    def spread(v: list[float]) -> tuple[float, float]:
-        return (min(v), max(v))
-
     report.record(
         "network",
         "kept-alive GETs of one key, wrk -c16, plain",
-        (med["plain"], spread(rps["plain"])),
+        spread(rps["plain"]),
         "req/s",
     )
     report.record(
         "network",
         "the same over TLS (--event-loop auto: uvloop)",
-        (med["tls"], spread(rps["tls"])),
+        spread(rps["tls"]),
         "req/s",
         ("plain", med["plain"]),
         ">= 0.8x plain",
     )
-    report.record(
-        "network", "server CPU per kept-alive GET, plain", (us["plain"], spread(cpu["plain"])), "us"
-    )
+    report.record("network", "server CPU per kept-alive GET, plain", spread(cpu["plain"]), "us")
     report.record(
         "network",
         "server CPU per kept-alive GET over TLS",
-        (us["tls"], spread(cpu["tls"])),
+        spread(cpu["tls"]),
         "us",
         ("plain", us["plain"]),
     )
     report.record(
         "network",
         "the same over TLS, serve --event-loop asyncio",
-        (med["asyncio"], spread(rps["asyncio"])),
+        spread(rps["asyncio"]),
         "req/s",
         ("plain", med["plain"]),
     )
     report.record(
         "network",
         "server CPU per kept-alive GET over TLS, asyncio",
-        (us["asyncio"], spread(cpu["asyncio"])),
+        spread(cpu["asyncio"]),
         "us",
         ("plain", us["plain"]),
     )
@@ -111,7 +106,7 @@ def kept_alive_over_tls(
         report.record(
             "network",
             f"wrk -c500, {what}: p99 ({timeouts} timeouts, {got:.0f} req/s)",
-            (tail, (tail, tail)),
+            single(tail),
             "ms",
             ("plain", tails["plain"][0]) if name != "plain" else None,
             "<= 1000 ms" if name == "tls" else "",

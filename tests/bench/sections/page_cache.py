@@ -11,7 +11,7 @@ import httpx
 from tests.support.servers import HEADERS, ServerProcess
 
 from ..fixtures import hello_ll, mount, pagecache_mount
-from ..harness import QUICK, Report, rounds
+from ..harness import QUICK, Report, rounds, single
 from ..workloads import CHURN_VALUES, pread_vs_tmpfs, read_file, torn_reads
 
 
@@ -57,7 +57,7 @@ def run(report: Report, tmp: Path, srv: ServerProcess) -> None:
                 report.record(
                     "page cache",
                     f"torn reads during {changes} changes of length ({name})",
-                    (torn, (torn, torn)),
+                    single(torn),
                     f"of {reads}",
                     torn=seen,
                 )

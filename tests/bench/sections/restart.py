@@ -16,7 +16,7 @@ import httpx
 
 from tests.support.servers import HEADERS, OPERATOR_TOKEN, ROOT, ZK1, ZK1_PATH, ServerProcess
 
-from ..harness import QUICK, Report
+from ..harness import QUICK, Report, spread
 
 
 def _start(srv: ServerProcess, mnt: Path, anchors: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -80,7 +80,7 @@ def run(report: Report, tmp: Path, srv: ServerProcess) -> None:
     report.record(
         "restart",
         f"SIGKILL, new daemon -> first good read ({units} units on the host)",
-        (statistics.median(took), (min(took), max(took))),
+        spread(took),
         "ms",
         ("python + imports", floor),
         goal="<= 300 ms",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +14,7 @@ import httpx
 from tests.support.servers import HEADERS
 
 from ..fixtures import daemon_pid, mount, rss_mb, server
-from ..harness import QUICK, Report, Sample, rounds
+from ..harness import QUICK, Report, Sample, rounds, single, spread
 from ..workloads import big_service
 
 
@@ -91,7 +90,7 @@ def run(report: Report, tmp: Path) -> None:
                     t0 = time.perf_counter()
                     c.get(url).raise_for_status()
                     took.append((time.perf_counter() - t0) * 1e3)
-                return statistics.median(took), (min(took), max(took))
+                return spread(took)
 
             view_url, listing_url = "/v1/view/u000100/?format=json", "/v1/kv/9/bench/thousand/"
             view = after_a_commit(view_url)
@@ -99,11 +98,9 @@ def run(report: Report, tmp: Path) -> None:
             view_again = rounds(lambda: c.get(view_url).raise_for_status(), 20, 5)
             assert len(c.get(listing_url).text.splitlines()) == 1000
         size = sum(p.stat().st_size for p in srv.db.parent.glob(srv.db.name + "*")) / 2**20
-        report.record(
-            "scale", f"load {services * 100} units in one document", (load_s, (load_s, load_s)), "s"
-        )
-        report.record("scale", "store size on disk", (size, (size, size)), "MB")
-        report.record("scale", "server RSS after the load", (rss, (rss, rss)), "MB")
+        report.record("scale", f"load {services * 100} units in one document", single(load_s), "s")
+        report.record("scale", "store size on disk", single(size), "MB")
+        report.record("scale", "server RSS after the load", single(rss), "MB")
         report.record("scale", "GET a unit view (JSON, 100 peers), after a commit", view, "ms")
         report.record("scale", "GET a 1,000-unit service listing, after a commit", listing, "ms")
         report.record(
@@ -122,11 +119,11 @@ def run(report: Report, tmp: Path) -> None:
         all_s = time.perf_counter() - t0
         rss_all = rss_mb(srv.proc.pid)
         what = f"read all {services * 100} unit views (text) and 2,000 as JSON, 8 clients"
-        report.record("scale", what, (all_s, (all_s, all_s)), "s")
+        report.record("scale", what, single(all_s), "s")
         report.record(
             "scale",
             "server RSS after every view was read once",
-            (rss_all, (rss_all, rss_all)),
+            single(rss_all),
             "MB",
             baseline=("after the load", rss),
             goal="<= 150 MB",
@@ -137,7 +134,7 @@ def run(report: Report, tmp: Path) -> None:
                 assert (m / f"u{i * step:06d}" / "self" / "hostname").read_text()
             pid = daemon_pid(m)
             d = rss_mb(pid)
-            report.record("scale", "mount daemon RSS, 100 views cached (operator token)", (d, (d, d)), "MB")
+            report.record("scale", "mount daemon RSS, 100 views cached (operator token)", single(d), "MB")
         # a host's own mount: its token lists the host's 1,000 units, one in each of 1,000
         # services; 100 of them read are 100 views of 100 different 100-unit services
         r = httpx.post(f"{srv.url}/v1/tokens/", json={"kind": "host", "subject": "h000"}, headers=HEADERS)
@@ -153,7 +150,7 @@ def run(report: Report, tmp: Path) -> None:
             report.record(
                 "scale",
                 "mount daemon RSS, 100 views of 100-unit services (host token)",
-                (d, (d, d)),
+                single(d),
                 "MB",
                 baseline=("its units listed, no view", idle),
                 goal="<= 50 MB",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import statistics
 from pathlib import Path
 
 import httpx
@@ -13,7 +12,7 @@ import httpx
 from tests.support.servers import HEADERS, ServerProcess
 
 from ..fixtures import etcd, server
-from ..harness import QUICK, Report, Sample
+from ..harness import QUICK, Report, Sample, spread
 from ..workloads import big_service, wrk
 
 
@@ -27,7 +26,7 @@ def run(report: Report, tmp: Path, srv: ServerProcess) -> None:
 
     def median_of(url: str, conns: int, headers: dict[str, str], script: Path | None = None) -> Sample:
         rates = [wrk(url, conns, headers, script, seconds) for _ in range(runs)]
-        return statistics.median(rates), (min(rates), max(rates))
+        return spread(rates)
 
     with etcd(tmp) as etcd_url:
         key = base64.b64encode(b"/metafs/9/bench/big/big-00000/hostname").decode()

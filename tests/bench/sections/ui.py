@@ -13,7 +13,7 @@ import httpx
 from tests.support.browser import chromium, elements, ready_ms
 from tests.support.servers import HEADERS, OPERATOR_TOKEN, ServerProcess
 
-from ..harness import QUICK, Report
+from ..harness import QUICK, Report, single, spread
 from ..workloads import fleet
 
 #: in the page: PUT a new hostname, then wait until the unit's page shows it (ms)
@@ -73,20 +73,20 @@ def measure(report: Report, tmp: Path, size: str, doc: dict[str, object], querie
             report.record(
                 "ui",
                 f"{size} units: first load (fresh browser, server caches cold)",
-                (cold, (cold, cold)),
+                single(cold),
                 "ms",
             )
             report.record(
                 "ui",
                 f"{size} units: request -> search box and first rows",
-                (statistics.median(warm), (min(warm), max(warm))),
+                spread(warm),
                 "ms",
                 goal=goal,
             )
             report.record(
                 "ui",
                 f"{size} units: elements on the services page",
-                (size_n, (size_n, size_n)),
+                single(size_n),
                 "elements",
                 goal="<= 5000",
             )
@@ -102,7 +102,7 @@ def measure(report: Report, tmp: Path, size: str, doc: dict[str, object], querie
             report.record(
                 "ui",
                 f"{size} units: keystroke -> search results on screen (80 ms of it the page's debounce)",
-                (statistics.median(typed), (min(typed), max(typed))),
+                spread(typed),
                 "ms",
                 ("the search fetched bare", statistics.median(bare)),
                 "<= 200 ms" if size == "5,000" else "",
@@ -117,7 +117,7 @@ def measure(report: Report, tmp: Path, size: str, doc: dict[str, object], querie
                 report.record(
                     "ui",
                     f"{size} units: a change through the API -> on screen",
-                    (statistics.median(shown), (min(shown), max(shown))),
+                    spread(shown),
                     "ms",
                     goal="<= 1000 ms",
                 )
